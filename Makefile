@@ -1,0 +1,23 @@
+# The README's commands. `make chat` installs and starts the product; `make test` installs and runs the tests.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install browser chat test lint bench
+
+install:
+	$(PIP) install -q -r requirements.txt
+
+# Debian's Chromium for the browser tests; Playwright drives it, never downloads its own.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+chat: install
+	$(PYTHON) -m rag ask
+
+test: install browser
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check rag demo tests bench
+	$(PYTHON) -m ruff format --check rag demo tests bench
+	$(PYTHON) -m mypy rag

@@ -1,0 +1,238 @@
+"""Chunking: cut a `Note` into `Chunk`s that follow the document and fit the model.
+
+Sections start at headings and carry their heading path. Blocks (paragraphs, lists, tables, code) stay whole
+unless one alone exceeds the budget, which is measured in the embedding model's own tokens with the title and
+heading context included, so the model never truncates a chunk. Long sections are split with a small overlap.
+This module does not embed or store; it only needs a token counter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from markdown_it import MarkdownIt
+
+from rag.load import Note
+
+# Bump when chunk boundaries or embedded text change: stored collections built with another version are rebuilt.
+CHUNKER_VERSION = "1"
+
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+_MARKDOWN = MarkdownIt("commonmark").enable("table")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a note, ready to embed; lines are 1-based and inclusive, in the note's file."""
+
+    id: str
+    source: str
+    note_id: str
+    title: str
+    tags: tuple[str, ...]
+    heading: str  # heading path, "Top > Sub"
+    text: str
+    start_line: int
+    end_line: int
+    index: int
+    note_hash: str
+
+    @property
+    def embedding_text(self) -> str:
+        """What the model embeds: the title and heading path, then the chunk's text."""
+        return context_line(self.title, self.heading) + "\n\n" + self.text
+
+
+def context_line(title: str, heading: str) -> str:
+    """Title and heading path on one line, without repeating a heading that equals the title."""
+    parts = [title] + [h for h in heading.split(" > ") if h and h.strip(" ?!.").lower() != title.strip(" ?!.").lower()]
+    return " > ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Consecutive body lines [start, end) that must stay together, or a slice of one long line."""
+
+    start: int
+    end: int
+    text: str
+
+
+def chunk_note(
+    note: Note,
+    *,
+    count_tokens: TokenCounter,
+    max_tokens: int,
+    overlap_tokens: int = 32,
+) -> list[Chunk]:
+    """Split `note` into chunks whose embedding text is at most `max_tokens` tokens.
+
+    Args:
+        note: the loaded note.
+        count_tokens: the model's token counter (special tokens included).
+        max_tokens: budget per chunk, context included; at most the model's own limit.
+        overlap_tokens: how much of a split section's previous chunk the next one repeats.
+
+    Returns:
+        Chunks in document order, ids `"{path}#{index}"`.
+    """
+    lines = note.body.split("\n")
+    chunks: list[Chunk] = []
+    for heading, blocks in _sections(note.body, lines):
+        context = context_line(note.title, heading) + "\n\n"
+        room = max_tokens - count_tokens([context])[0]
+        if room < 8:
+            # A heading path so long that it leaves no room: embed the section without the path.
+            context, heading = note.title[:200] + "\n\n", heading[:200]
+            room = max_tokens - count_tokens([context])[0]
+
+        def fits(text: str, context: str = context) -> bool:
+            return count_tokens([context + text])[0] <= max_tokens
+
+        units: list[_Unit] = []
+        for start, end in blocks:
+            text = "\n".join(lines[start:end]).rstrip()
+            if fits(text):
+                units.append(_Unit(start, end, text))
+            else:
+                units.extend(_split_block(lines, start, end, fits))
+        for group in _pack(units, fits, count_tokens, overlap_tokens):
+            text = _join(group)
+            first, last = group[0].start, max(u.end for u in group) - 1
+            chunks.append(
+                Chunk(
+                    id=f"{note.path}#{len(chunks)}",
+                    source=note.path,
+                    note_id=note.id,
+                    title=note.title,
+                    tags=note.tags,
+                    heading=heading,
+                    text=text,
+                    start_line=note.body_line + first,
+                    end_line=note.body_line + last,
+                    index=len(chunks),
+                    note_hash=note.content_hash,
+                )
+            )
+    return chunks
+
+
+def _sections(body: str, lines: list[str]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Blocks of the body grouped under their heading path; every non-blank line is in exactly one block."""
+    starts: list[tuple[int, str | None, int]] = []  # (line, heading text or None, heading level)
+    tokens = _MARKDOWN.parse(body)
+    for i, token in enumerate(tokens):
+        if token.level != 0 or token.map is None or token.nesting == -1:
+            continue
+        if token.type == "heading_open":
+            starts.append((token.map[0], tokens[i + 1].content.strip(), int(token.tag[1])))
+        else:
+            starts.append((token.map[0], None, 0))
+    # Lines markdown-it emits no token for (link definitions, trailing text) join the block before them.
+    if not starts or starts[0][0] != 0:
+        starts.insert(0, (0, None, 0))
+    sections: list[tuple[str, list[tuple[int, int]]]] = []
+    path: list[tuple[int, str]] = []
+    current: list[tuple[int, int]] = []
+    current_heading = ""
+    for n, (start, heading, level) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        while end > start and not lines[end - 1].strip():
+            end -= 1
+        if heading is not None:
+            if current:
+                sections.append((current_heading, current))
+            path = [(lvl, text) for lvl, text in path if lvl < level] + [(level, heading)]
+            current_heading = " > ".join(text for _, text in path if text)
+            current = []
+        if end > start:
+            current.append((start, end))
+    if current:
+        sections.append((current_heading, current))
+    return sections
+
+
+def _split_block(lines: list[str], start: int, end: int, fits: Callable[[str], bool]) -> list[_Unit]:
+    """A block too large for one chunk, as line units; a single line too large, as word slices."""
+    units: list[_Unit] = []
+    for n in range(start, end):
+        line = lines[n]
+        if not line.strip():
+            continue
+        if fits(line):
+            units.append(_Unit(n, n + 1, line))
+            continue
+        words = line.split(" ")
+        i = 0
+        while i < len(words):
+            # Binary search for the longest run of words from i that fits.
+            lo, hi = 1, len(words) - i
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if fits(" ".join(words[i : i + mid])):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            piece = " ".join(words[i : i + lo])
+            if not fits(piece):
+                piece = _fitting_prefix(piece, fits)
+                words[i] = words[i][len(piece) :]
+                units.append(_Unit(n, n + 1, piece))
+                continue
+            units.append(_Unit(n, n + 1, piece))
+            i += lo
+    return units
+
+
+def _fitting_prefix(word: str, fits: Callable[[str], bool]) -> str:
+    """The longest prefix of one enormous word that fits (a base64 blob, a URL)."""
+    lo, hi = 1, len(word)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(word[:mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return word[:lo]
+
+
+def _pack(
+    units: list[_Unit], fits: Callable[[str], bool], count_tokens: TokenCounter, overlap_tokens: int
+) -> list[list[_Unit]]:
+    """Greedy packing of units into groups that fit, each split group repeating the previous one's tail."""
+    groups: list[list[_Unit]] = []
+    group: list[_Unit] = []
+    for unit in units:
+        if group and not fits(_join(group + [unit])):
+            groups.append(group)
+            group = _overlap(group, count_tokens, overlap_tokens)
+            if group and not fits(_join(group + [unit])):
+                group = []
+        group.append(unit)
+    if group:
+        groups.append(group)
+    return groups
+
+
+def _overlap(group: list[_Unit], count_tokens: TokenCounter, overlap_tokens: int) -> list[_Unit]:
+    """The longest tail of `group` (not all of it) within `overlap_tokens`."""
+    tail: list[_Unit] = []
+    for unit in reversed(group[1:]):
+        if count_tokens([_join([unit] + tail)])[0] > overlap_tokens:
+            break
+        tail.insert(0, unit)
+    return tail
+
+
+def _join(units: list[_Unit]) -> str:
+    """Units as text: slices of one line join with a space; lines keep the blank lines that stood between them."""
+    parts: list[str] = []
+    for i, unit in enumerate(units):
+        if i:
+            prev = units[i - 1]
+            same_line = prev.start == unit.start and unit.end - unit.start == 1
+            parts.append(" " if same_line else "\n" * (1 + max(0, unit.start - prev.end)))
+        parts.append(unit.text)
+    return "".join(parts)

@@ -1,0 +1,180 @@
+"""Command line: `python -m rag index | ask | add-note | status`.
+
+A thin shell over `KnowledgeBase`: it parses flags, prints text or JSON, and turns library errors into
+messages with exit code 1 (argparse uses 2 for usage errors). No retrieval logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from rag.config import Config
+from rag.errors import ConfigError, RagError
+from rag.knowledge import KnowledgeBase
+from rag.retrieve import SearchResult
+from rag.sync import SyncReport
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--knowledge", metavar="DIR", help="knowledge folder (RAG_KNOWLEDGE_DIR; default knowledge)")
+    common.add_argument("--db", metavar="DIR", help="embedded Chroma folder (RAG_DB_DIR; default .chroma)")
+    common.add_argument("--model", help="sentence-transformers model name or path (RAG_MODEL)")
+    common.add_argument("--chroma-url", metavar="URL", help="use a Chroma server, e.g. http://127.0.0.1:8000 (RAG_CHROMA_URL)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    parser = argparse.ArgumentParser(prog="python -m rag", description="Index Markdown notes and ask them questions.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("index", parents=[common], help="sync the index with the knowledge folder")
+
+    ask = commands.add_parser("ask", parents=[common], help="sync, then print the chunks that best answer a question")
+    ask.add_argument("question", nargs="?", help="the question; omit it for an interactive prompt")
+    ask.add_argument("-k", type=int, default=5, metavar="N", help="how many hits (default 5)")
+    ask.add_argument("--min-score", type=float, metavar="X", help="drop hits with a cosine similarity below X")
+    ask.add_argument("--batch", metavar="FILE", help="one question per line ('-' for stdin); prints JSON lines")
+
+    add = commands.add_parser("add-note", parents=[common], help="write a new note into the knowledge folder and index it")
+    add.add_argument("--title", required=True)
+    add.add_argument("--tags", default="", help="comma-separated tags")
+    add.add_argument("--text", help="the Markdown body (read from stdin when absent)")
+    add.add_argument("--name", help="file name inside the knowledge folder (default: from the title)")
+
+    commands.add_parser("status", parents=[common], help="per-file index state, totals, model and database")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stdin = stdin or sys.stdin
+    out = stdout or sys.stdout
+    try:
+        config = Config.from_env().replace(
+            knowledge_dir=args.knowledge, db_dir=args.db, model=args.model, chroma_url=args.chroma_url
+        )
+        kb = KnowledgeBase(config)
+        if args.command == "index":
+            return _index(kb, args, out)
+        if args.command == "ask":
+            return _ask(kb, args, stdin, out)
+        if args.command == "add-note":
+            return _add_note(kb, args, stdin, out)
+        return _status(kb, args, out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _sync(kb: KnowledgeBase, args: argparse.Namespace) -> SyncReport:
+    report = kb.sync(progress=not args.json and sys.stderr.isatty())
+    if report.rebuilt:
+        print(f"rebuilt the index because {report.rebuilt}", file=sys.stderr)
+    if not args.json:
+        for item in report.skipped:
+            print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+        for item in report.warnings:
+            print(f"warning {item.path}: {item.reason}", file=sys.stderr)
+    return report
+
+
+def _index(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
+    report = _sync(kb, args)
+    if args.json:
+        _print_json(asdict(report), out)
+    else:
+        print(
+            f"{report.notes} notes, {report.chunks} chunks in {kb.store.location}: {report.added} added, "
+            f"{report.updated} updated, {report.removed} removed, {report.unchanged} unchanged, "
+            f"{len(report.skipped)} skipped ({report.seconds:.2f} s)",
+            file=out,
+        )
+    return 0
+
+
+def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    if args.k < 1:
+        print("error: -k must be at least 1", file=sys.stderr)
+        return 2
+    _sync(kb, args)
+    if args.batch:
+        source = stdin if args.batch == "-" else Path(args.batch).open(encoding="utf-8")
+        with source:
+            for line in source:
+                if line.strip():
+                    _print_json(asdict(kb.search(line, k=args.k, min_score=args.min_score)), out, compact=True)
+        return 0
+    if args.question is not None:
+        result = kb.search(args.question, k=args.k, min_score=args.min_score)
+        if args.json:
+            _print_json(asdict(result), out)
+        else:
+            print(format_result(result, confident_score=kb.config.confident_score), file=out)
+        return 0
+    while True:
+        try:
+            question = input("ask> ")
+        except EOFError:
+            print(file=out)
+            return 0
+        if not question.strip():
+            continue
+        print(format_result(kb.search(question, k=args.k, min_score=args.min_score), confident_score=kb.config.confident_score), file=out)
+
+
+def _add_note(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    body = args.text if args.text is not None else stdin.read()
+    tags = [t for t in args.tags.split(",") if t.strip()]
+    note = kb.add_note(args.title, body, tags=tags, name=args.name)
+    if args.json:
+        _print_json(asdict(note), out)
+    else:
+        print(Path(kb.config.knowledge_dir) / note.path, file=out)
+    return 0
+
+
+def _status(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
+    status = kb.status()
+    if args.json:
+        _print_json(asdict(status), out)
+        return 0
+    for f in status.files:
+        detail = f" ({f.reason})" if f.reason else ""
+        print(f"{f.state:<8} {f.path}  {f.chunks} chunks{detail}", file=out)
+    counts = {s: sum(1 for f in status.files if f.state == s) for s in ("indexed", "stale", "new", "deleted", "skipped")}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    print(f"\n{status.notes} notes, {status.chunks} chunks ({summary or 'no files'})", file=out)
+    print(f"model: {status.model}\ndatabase: {status.db}\nknowledge: {status.knowledge}", file=out)
+    return 0
+
+
+def format_result(result: SearchResult, *, confident_score: float) -> str:
+    """Hits as text for a terminal: score, title, heading path, `path:lines`, then the indented text."""
+    if not result.hits:
+        return "No matching chunks. Add notes to the knowledge folder or lower --min-score."
+    lines = []
+    if not result.confident:
+        lines.append(
+            f"No confident match (best score {result.hits[0].score:.2f} is under {confident_score:.2f}); nearest chunks:\n"
+        )
+    for rank, hit in enumerate(result.hits, 1):
+        heading = f" > {hit.heading}" if hit.heading else ""
+        lines.append(f"[{rank}] {hit.score:.2f}  {hit.title}{heading}")
+        lines.append(f"    {hit.source}:{hit.start_line}-{hit.end_line}")
+        lines.extend("    " + line for line in hit.text.splitlines())
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def _print_json(value: Any, out: TextIO, *, compact: bool = False) -> None:
+    out.write(json.dumps(value, ensure_ascii=False, indent=None if compact else 2) + "\n")
+    out.flush()

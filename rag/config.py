@@ -1,0 +1,82 @@
+"""Settings: one frozen dataclass of defaults, overridable by `RAG_*` variables and CLI flags of the same names."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from rag.errors import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a caller may tune. Field `x` is read from the variable `RAG_X`."""
+
+    knowledge_dir: Path = Path("knowledge")
+    db_dir: Path = Path(".chroma")
+    model: str = DEFAULT_MODEL
+    chroma_url: str | None = None
+    collection: str = "knowledge"
+    # Budget of one chunk in the model's own word pieces, title and heading context included.
+    chunk_tokens: int = 200
+    overlap_tokens: int = 32
+    max_file_bytes: int = 2_000_000
+    max_note_bytes: int = 200_000
+    # The best hit must reach this cosine similarity for an answer to count as confident.
+    confident_score: float = 0.40
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str | None = None
+    read_only: bool = False
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with the non-None `changes` applied (None means "not given")."""
+        given = {k: _coerce(k, v) for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **given)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Defaults overridden by `RAG_*` variables; an unknown `RAG_` name is an error, not a silent typo."""
+        environ = os.environ if environ is None else environ
+        names = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in environ.items():
+            if not key.startswith("RAG_"):
+                continue
+            name = key[4:].lower()
+            if name not in names:
+                known = ", ".join(sorted("RAG_" + n.upper() for n in names))
+                raise ConfigError(f"unknown setting {key}; known settings are {known}")
+            values[name] = raw
+        return cls().replace(**values)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a flag or variable value into the field's type, naming the setting when it does not fit."""
+    default = getattr(Config, name, None)
+    if name not in {f.name for f in fields(Config)}:
+        raise ConfigError(f"unknown setting {name}")
+    if not isinstance(value, str):
+        return Path(value) if name.endswith("_dir") else value
+    try:
+        if name.endswith("_dir"):
+            return Path(value)
+        if isinstance(default, bool):
+            lowered = value.strip().lower()
+            if lowered not in {"1", "true", "yes", "on", "0", "false", "no", "off", ""}:
+                raise ValueError(value)
+            return lowered in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ConfigError(
+            f"RAG_{name.upper()}={value!r} is not a valid {type(default).__name__}; fix or unset it"
+        ) from None
+    return value or None if default is None else value

@@ -1,0 +1,144 @@
+"""`KnowledgeBase`: the library's front door, shared by the CLI, the web chat and the notebook.
+
+It ties one `Config` to a lazily loaded embedder and store, serialises syncs across processes with a lock
+file, and exposes sync, search, add-note and status. It holds no UI code.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from rag.chunk import CHUNKER_VERSION
+from rag.config import Config
+from rag.embed import Embedder, SentenceTransformerEmbedder
+from rag.errors import IndexLockedError, NoteWriteError
+from rag.retrieve import SearchResult, search
+from rag.store import Store
+from rag.sync import FileStatus, SyncReport, folder_status, sync_folder
+from rag.write import NewNote, write_note
+
+
+@dataclass(frozen=True)
+class Status:
+    """The index at a glance: per-file standing, totals, the model and where the store lives."""
+
+    files: list[FileStatus]
+    notes: int
+    chunks: int
+    model: str
+    db: str
+    knowledge: str
+
+
+class KnowledgeBase:
+    """A knowledge folder and its index.
+
+    Args:
+        config: settings; defaults to `Config.from_env()`.
+        embedder: a ready embedder (tests pass a fake for pure logic); defaults to the configured model.
+    """
+
+    def __init__(self, config: Config | None = None, *, embedder: Embedder | None = None) -> None:
+        self.config = config or Config.from_env()
+        self._embedder = embedder
+        self._store: Store | None = None
+        self._rebuilt: str | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = SentenceTransformerEmbedder(self.config.model)
+        return self._embedder
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store, self._rebuilt = Store.open(
+                db_dir=self.config.db_dir,
+                chroma_url=self.config.chroma_url,
+                name=self.config.collection,
+                model=self.embedder.name,
+                chunker=CHUNKER_VERSION,
+            )
+        return self._store
+
+    def sync(self, *, progress: bool = False, wait: float = 60.0) -> SyncReport:
+        """Bring the index in line with the folder (see `rag.sync.sync_folder`).
+
+        Raises:
+            IndexLockedError: another process kept the store locked for `wait` seconds.
+        """
+        with self._lock, self._process_lock(wait):
+            report = sync_folder(
+                self.config.knowledge_dir,
+                self.store,
+                self.embedder,
+                chunk_tokens=self.config.chunk_tokens,
+                overlap_tokens=self.config.overlap_tokens,
+                max_file_bytes=self.config.max_file_bytes,
+                rebuilt=self._rebuilt,
+                progress=progress,
+            )
+            self._rebuilt = None
+            return report
+
+    def search(self, question: str, *, k: int = 5, min_score: float | None = None) -> SearchResult:
+        """Hits for `question`, best first (see `rag.retrieve.search`)."""
+        return search(
+            self.store,
+            self.embedder,
+            question,
+            k=k,
+            min_score=min_score,
+            confident_score=self.config.confident_score,
+        )
+
+    def add_note(self, title: str, body: str, *, tags: Sequence[str] = (), name: str | None = None, sync: bool = True) -> NewNote:
+        """Write a new note into the knowledge folder and, by default, index it at once."""
+        if self.config.read_only:
+            raise NoteWriteError("this knowledge base is read-only; restart without --read-only to add notes")
+        note = write_note(
+            self.config.knowledge_dir, title=title, body=body, tags=tags, name=name, max_bytes=self.config.max_note_bytes
+        )
+        if sync:
+            self.sync()
+        return note
+
+    def status(self) -> Status:
+        files = folder_status(self.config.knowledge_dir, self.store, max_file_bytes=self.config.max_file_bytes)
+        return Status(
+            files=files,
+            notes=sum(1 for f in files if f.chunks),
+            chunks=self.store.count(),
+            model=self.embedder.name,
+            db=self.store.location,
+            knowledge=str(self.config.knowledge_dir),
+        )
+
+    @contextmanager
+    def _process_lock(self, wait: float) -> Iterator[None]:
+        """A lock file beside an embedded store, so two processes never sync it at once."""
+        if self.config.chroma_url:
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        db = Path(self.config.db_dir)
+        db.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(db / "sync.lock"))
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise IndexLockedError(
+                f"another process has been syncing {db} for over {wait:.0f} s; wait for it to finish or stop it, "
+                "then try again"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()

@@ -1,0 +1,199 @@
+"""Sync: make the store match the knowledge folder, touching only what changed.
+
+Each note is compared by the hash of its bytes with what the store holds: new notes are added, changed notes'
+chunks replaced, deleted notes' chunks removed, unchanged notes left alone with no model call. A sync cut short
+at any point leaves notes the next sync sees as incomplete and redoes. It does not lock; `KnowledgeBase` does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rag.chunk import Chunk, chunk_note
+from rag.embed import Embedder
+from rag.errors import RagError, SkipNote
+from rag.load import Note, content_hash, find_notes, parse_note, read_bytes, relative_name
+from rag.store import NoteState, Store
+
+_BATCH_CHUNKS = 64
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file left out of the index, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one sync did; `notes` and `chunks` count what the index holds afterwards."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    notes: int = 0
+    chunks: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[Skipped] = field(default_factory=list)
+    rebuilt: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """One file's standing: indexed, stale (changed since the last sync), new, deleted or skipped."""
+
+    path: str
+    state: Literal["indexed", "stale", "new", "deleted", "skipped"]
+    reason: str = ""
+    chunks: int = 0
+
+
+def check_folder(root: Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise RagError(f"knowledge folder {root} does not exist; create it or pass --knowledge DIR")
+    return root
+
+
+def sync_folder(
+    root: Path,
+    store: Store,
+    embedder: Embedder,
+    *,
+    chunk_tokens: int,
+    overlap_tokens: int,
+    max_file_bytes: int,
+    rebuilt: str | None = None,
+    progress: bool = False,
+) -> SyncReport:
+    """Bring `store` in line with the notes under `root`.
+
+    Args:
+        root: the knowledge folder.
+        store: the open store.
+        embedder: used only for notes that are new or changed.
+        chunk_tokens: chunk budget in model tokens (capped at the model's own limit).
+        overlap_tokens: overlap between the pieces of a split section.
+        max_file_bytes: larger files are skipped.
+        rebuilt: why the store was just emptied, if it was; passed through to the report.
+        progress: show a progress bar on stderr while embedding.
+    """
+    started = time.perf_counter()
+    root = check_folder(root)
+    budget = min(chunk_tokens, embedder.max_tokens)
+    states = store.note_states()
+    present: set[str] = set()
+    skipped: list[Skipped] = []
+    warnings: list[Skipped] = []
+    pending: list[tuple[Note, list[Chunk], bool]] = []
+    unchanged = 0
+    for path in find_notes(root):
+        rel = relative_name(root, path)
+        present.add(rel)
+        state = states.get(rel)
+        try:
+            raw = read_bytes(path, rel, max_bytes=max_file_bytes)
+            if _is_current(state, content_hash(raw)):
+                unchanged += 1
+                continue
+            note = parse_note(rel, raw)
+            chunks = chunk_note(note, count_tokens=embedder.count_tokens, max_tokens=budget, overlap_tokens=overlap_tokens)
+            if not chunks:
+                raise SkipNote(rel, "has no text besides its front matter; write a body or delete it")
+        except SkipNote as exc:
+            kept = " (the version indexed before is kept)" if state is not None else ""
+            skipped.append(Skipped(rel, exc.reason + kept))
+            continue
+        warnings.extend(Skipped(rel, w) for w in note.warnings)
+        pending.append((note, chunks, state is not None))
+
+    _embed_and_write(pending, store, embedder, progress=progress)
+    removed = sorted(set(states) - present)
+    store.delete_notes(removed)
+    updated = sum(1 for _, _, existed in pending if existed)
+    return SyncReport(
+        added=len(pending) - updated,
+        updated=updated,
+        removed=len(removed),
+        unchanged=unchanged,
+        notes=len(states.keys() - set(removed) | {n.path for n, _, _ in pending}),
+        chunks=store.count(),
+        skipped=skipped,
+        warnings=warnings,
+        rebuilt=rebuilt,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def folder_status(root: Path, store: Store, *, max_file_bytes: int) -> list[FileStatus]:
+    """Each file's standing against the store, computed without embedding anything."""
+    root = check_folder(root)
+    states = store.note_states()
+    result: list[FileStatus] = []
+    seen: set[str] = set()
+    for path in find_notes(root):
+        rel = relative_name(root, path)
+        seen.add(rel)
+        state = states.get(rel)
+        try:
+            raw = read_bytes(path, rel, max_bytes=max_file_bytes)
+            if _is_current(state, content_hash(raw)):
+                assert state is not None
+                result.append(FileStatus(rel, "indexed", chunks=len(state.chunk_ids)))
+                continue
+            parse_note(rel, raw)
+        except SkipNote as exc:
+            result.append(FileStatus(rel, "skipped", exc.reason, len(state.chunk_ids) if state else 0))
+            continue
+        if state is None:
+            result.append(FileStatus(rel, "new", "not indexed yet; run `python -m rag index`"))
+        else:
+            result.append(FileStatus(rel, "stale", "changed since the last sync; run `python -m rag index`", len(state.chunk_ids)))
+    for rel in sorted(set(states) - seen):
+        result.append(FileStatus(rel, "deleted", "file is gone; the next sync removes its chunks", len(states[rel].chunk_ids)))
+    return result
+
+
+def _is_current(state: NoteState | None, note_hash: str) -> bool:
+    return state is not None and state.complete and state.note_hash == note_hash
+
+
+def _embed_and_write(
+    pending: list[tuple[Note, list[Chunk], bool]], store: Store, embedder: Embedder, *, progress: bool
+) -> None:
+    """Embed pending notes in batches across notes and write each batch, so finished work survives a crash."""
+    if not pending:
+        return
+    from tqdm import tqdm
+
+    total = sum(len(chunks) for _, chunks, _ in pending)
+    with tqdm(total=total, unit="chunk", desc="embedding", disable=not progress, file=sys.stderr) as bar:
+        batch: list[tuple[Note, list[Chunk]]] = []
+        size = 0
+        for note, chunks, _ in pending:
+            batch.append((note, chunks))
+            size += len(chunks)
+            if size >= _BATCH_CHUNKS:
+                _write_batch(batch, store, embedder)
+                bar.update(size)
+                batch, size = [], 0
+        if batch:
+            _write_batch(batch, store, embedder)
+            bar.update(size)
+
+
+def _write_batch(batch: list[tuple[Note, list[Chunk]]], store: Store, embedder: Embedder) -> None:
+    texts = [c.embedding_text for _, chunks in batch for c in chunks]
+    vectors = embedder.embed_batch(texts)
+    offset = 0
+    for note, chunks in batch:
+        store.replace_note(note.path, chunks, vectors[offset : offset + len(chunks)])
+        offset += len(chunks)

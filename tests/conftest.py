@@ -1,0 +1,47 @@
+"""Shared fixtures: isolated RAG_* settings, a copy of the starter notes, and one real model per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag.config import Config
+from rag.embed import SentenceTransformerEmbedder
+
+ROOT = Path(__file__).resolve().parent.parent
+KNOWLEDGE = ROOT / "knowledge"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No RAG_* variable from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("RAG_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    """The real packaged all-MiniLM-L6-v2, loaded once per test session."""
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture
+def knowledge(tmp_path: Path) -> Path:
+    """A writable copy of the starter notes."""
+    target = tmp_path / "knowledge"
+    shutil.copytree(KNOWLEDGE, target)
+    return target
+
+
+@pytest.fixture
+def config(tmp_path: Path, knowledge: Path) -> Config:
+    return Config(knowledge_dir=knowledge, db_dir=tmp_path / "db")
