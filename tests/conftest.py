@@ -44,4 +44,24 @@ def knowledge(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path, knowledge: Path) -> Config:
+    """Settings for a fresh, empty store beside a copy of the starter notes."""
     return Config(knowledge_dir=knowledge, db_dir=tmp_path / "db")
+
+
+@pytest.fixture(scope="session")
+def starter_db(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Path:
+    """A store holding the starter notes, built once per session with the real model; copy it, never write it."""
+    from rag.knowledge import KnowledgeBase
+
+    db = tmp_path_factory.mktemp("starter") / "db"
+    report = KnowledgeBase(Config(knowledge_dir=KNOWLEDGE, db_dir=db), embedder=embedder).sync()
+    assert report.added == len(list(KNOWLEDGE.glob("*.md"))) and not report.skipped
+    return db
+
+
+@pytest.fixture
+def indexed_config(tmp_path: Path, knowledge: Path, starter_db: Path) -> Config:
+    """Settings for a private copy of the starter store, already in sync with `knowledge`."""
+    db = tmp_path / "db"
+    shutil.copytree(starter_db, db)
+    return Config(knowledge_dir=knowledge, db_dir=db)
