@@ -1,0 +1,113 @@
+"""The command line, run as a user runs it: exit codes, messages and JSON shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rag.config import Config
+
+from .conftest import ROOT
+
+HIT_KEYS = {"score", "text", "source", "title", "heading", "start_line", "end_line", "tags"}
+
+
+def run(config: Config, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    base.update({"RAG_KNOWLEDGE_DIR": str(config.knowledge_dir), "RAG_DB_DIR": str(config.db_dir)})
+    return subprocess.run(
+        [sys.executable, "-m", "rag", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=600,
+    )
+
+
+def test_index_json_shape(indexed_config: Config) -> None:
+    (indexed_config.knowledge_dir / "broken.md").write_bytes(b"\x00\x01binary")
+    out = run(indexed_config, "index", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert {k: report[k] for k in ("added", "updated", "removed", "unchanged", "notes")} == {
+        "added": 0, "updated": 0, "removed": 0, "unchanged": 14, "notes": 14
+    }
+    assert isinstance(report["chunks"], int) and report["chunks"] > 14
+    assert report["skipped"] == [{"path": "broken.md", "reason": report["skipped"][0]["reason"]}]
+    assert "binary" in report["skipped"][0]["reason"]
+
+
+def test_ask_json_answers_from_the_starter_notes(indexed_config: Config) -> None:
+    out = run(indexed_config, "ask", "what are embeddings?", "--json", "-k", "3")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert set(result) >= {"question", "confident", "hits"} and result["question"] == "what are embeddings?"
+    assert len(result["hits"]) == 3 and all(set(h) >= HIT_KEYS for h in result["hits"])
+    assert all(isinstance(h["score"], float) for h in result["hits"])
+    assert result["hits"][0]["source"] == "what-are-embeddings.md"
+
+
+def test_ask_text_shows_score_title_heading_and_location(indexed_config: Config) -> None:
+    out = run(indexed_config, "ask", "cosine similarity formula", "-k", "2", "--min-score", "0.2")
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("[1] 0.") and "Cosine Similarity and Other Distances" in first
+    assert "cosine-similarity.md:" in out.stdout.splitlines()[1]
+
+
+def test_batch_prints_one_json_line_per_question(indexed_config: Config) -> None:
+    out = run(indexed_config, "ask", "--batch", "-", "-k", "2", stdin="what is GloVe?\n\nwhat is BM25?\n")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["question"] for r in lines] == ["what is GloVe?", "what is BM25?"]
+    assert lines[0]["hits"][0]["source"] == "glove.md" and lines[1]["hits"][0]["source"] == "hybrid-search-bm25.md"
+
+
+def test_add_note_writes_indexes_and_never_overwrites(indexed_config: Config) -> None:
+    body = "Zanzibar vectors are a made-up kind of embedding used only in this test."
+    out = run(indexed_config, "add-note", "--title", "Zanzibar Vectors", "--tags", "test,made-up", "--json", stdin=body)
+    assert out.returncode == 0, out.stderr
+    created = json.loads(out.stdout)
+    assert created == {"path": "zanzibar-vectors.md", "id": "zanzibar-vectors"}
+    text = (indexed_config.knowledge_dir / created["path"]).read_text()
+    assert text.startswith("---\nid: zanzibar-vectors\ntitle: Zanzibar Vectors\ntags:")
+    status = json.loads(run(indexed_config, "status", "--json").stdout)
+    assert {"path": "zanzibar-vectors.md", "state": "indexed"}.items() <= next(
+        f for f in status["files"] if f["path"] == "zanzibar-vectors.md"
+    ).items()
+
+    again = run(indexed_config, "add-note", "--title", "Zanzibar Vectors", "--text", "other")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert (indexed_config.knowledge_dir / created["path"]).read_text() == text
+
+
+def test_status_lists_files_totals_model_and_db(indexed_config: Config) -> None:
+    out = run(indexed_config, "status")
+    assert out.returncode == 0, out.stderr
+    assert "indexed  cosine-similarity.md" in out.stdout
+    assert "14 notes" in out.stdout and "model: all-MiniLM-L6-v2" in out.stdout
+    assert f"database: {indexed_config.db_dir}" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        ((), {}, 2, "required: COMMAND"),
+        (("ask", "x", "-k", "many"), {}, 2, "invalid int value"),
+        (("ask", "   ",), {}, 1, "question is empty"),
+        (("index",), {"RAG_KNOWLEDGE_DIR": "/nonexistent/notes"}, 1, "does not exist; create it or pass --knowledge"),
+        (("index",), {"RAG_MODLE": "x"}, 2, "unknown setting RAG_MODLE"),
+        (("add-note", "--title", "...", "--text", "x"), {}, 1, "cannot make a file name"),
+    ],
+)
+def test_errors_exit_with_a_code_and_a_message(indexed_config: Config, args, env, code: int, message: str) -> None:
+    out = run(indexed_config, *args, env=env)
+    assert out.returncode == code
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
