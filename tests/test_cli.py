@@ -16,7 +16,9 @@ from .conftest import ROOT
 HIT_KEYS = {"score", "text", "source", "title", "heading", "start_line", "end_line", "tags"}
 
 
-def run(config: Config, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    config: Config, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     base.update({"RAG_KNOWLEDGE_DIR": str(config.knowledge_dir), "RAG_DB_DIR": str(config.db_dir)})
     return subprocess.run(
@@ -36,7 +38,11 @@ def test_index_json_shape(indexed_config: Config) -> None:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert {k: report[k] for k in ("added", "updated", "removed", "unchanged", "notes")} == {
-        "added": 0, "updated": 0, "removed": 0, "unchanged": 14, "notes": 14
+        "added": 0,
+        "updated": 0,
+        "removed": 0,
+        "unchanged": 14,
+        "notes": 14,
     }
     assert isinstance(report["chunks"], int) and report["chunks"] > 14
     assert report["skipped"] == [{"path": "broken.md", "reason": report["skipped"][0]["reason"]}]
@@ -100,7 +106,15 @@ def test_status_lists_files_totals_model_and_db(indexed_config: Config) -> None:
     [
         ((), {}, 2, "required: COMMAND"),
         (("ask", "x", "-k", "many"), {}, 2, "invalid int value"),
-        (("ask", "   ",), {}, 1, "question is empty"),
+        (
+            (
+                "ask",
+                "   ",
+            ),
+            {},
+            1,
+            "question is empty",
+        ),
         (("index",), {"RAG_KNOWLEDGE_DIR": "/nonexistent/notes"}, 1, "does not exist; create it or pass --knowledge"),
         (("index",), {"RAG_MODLE": "x"}, 2, "unknown setting RAG_MODLE"),
         (("add-note", "--title", "...", "--text", "x"), {}, 1, "cannot make a file name"),

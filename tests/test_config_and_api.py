@@ -12,7 +12,9 @@ from rag.errors import ConfigError
 
 
 def test_from_env_reads_rag_variables() -> None:
-    config = Config.from_env({"RAG_KNOWLEDGE_DIR": "notes", "RAG_CHUNK_TOKENS": "128", "RAG_READ_ONLY": "yes", "HOME": "/x"})
+    config = Config.from_env(
+        {"RAG_KNOWLEDGE_DIR": "notes", "RAG_CHUNK_TOKENS": "128", "RAG_READ_ONLY": "yes", "HOME": "/x"}
+    )
     assert config.knowledge_dir == Path("notes") and config.chunk_tokens == 128 and config.read_only is True
     assert Config.from_env({}) == Config()
 
@@ -22,7 +24,9 @@ def test_unknown_variable_is_rejected_with_the_known_names() -> None:
         Config.from_env({"RAG_KNOWLEGE_DIR": "x"})
 
 
-@pytest.mark.parametrize(("key", "value"), [("RAG_CHUNK_TOKENS", "many"), ("RAG_CONFIDENT_SCORE", "high"), ("RAG_READ_ONLY", "perhaps")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("RAG_CHUNK_TOKENS", "many"), ("RAG_CONFIDENT_SCORE", "high"), ("RAG_READ_ONLY", "perhaps")]
+)
 def test_bad_values_name_the_variable(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=key):
         Config.from_env({key: value})

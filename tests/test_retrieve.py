@@ -33,7 +33,9 @@ def test_the_right_note_ranks_first(kb: KnowledgeBase, question: str, source: st
     assert result.hits[0].source == source
 
 
-def test_scores_are_cosine_similarities_sorted_best_first(kb: KnowledgeBase, embedder: SentenceTransformerEmbedder) -> None:
+def test_scores_are_cosine_similarities_sorted_best_first(
+    kb: KnowledgeBase, embedder: SentenceTransformerEmbedder
+) -> None:
     question = "cosine similarity versus dot product"
     result = kb.search(question, k=8)
     scores = [h.score for h in result.hits]
@@ -50,7 +52,16 @@ def test_scores_are_cosine_similarities_sorted_best_first(kb: KnowledgeBase, emb
 
 def test_hits_carry_their_metadata(kb: KnowledgeBase) -> None:
     hit = kb.search("cosine similarity", k=1).hits[0]
-    assert set(dataclasses.asdict(hit)) >= {"score", "text", "source", "title", "heading", "start_line", "end_line", "tags"}
+    assert set(dataclasses.asdict(hit)) >= {
+        "score",
+        "text",
+        "source",
+        "title",
+        "heading",
+        "start_line",
+        "end_line",
+        "tags",
+    }
     lines = (kb.config.knowledge_dir / hit.source).read_text().split("\n")
     assert lines[hit.start_line - 1] == hit.text.split("\n")[0]
     assert hit.title == "Cosine Similarity and Other Distances" and "similarity" in hit.tags

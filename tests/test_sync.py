@@ -114,7 +114,9 @@ def test_bad_edit_keeps_the_indexed_version(indexed_config: Config, embedder: Se
     assert states["glove.md"] == "skipped" and states["cosine-similarity.md"] == "indexed"
 
 
-def test_changing_the_model_rebuilds_and_says_why(indexed_config: Config, embedder: SentenceTransformerEmbedder) -> None:
+def test_changing_the_model_rebuilds_and_says_why(
+    indexed_config: Config, embedder: SentenceTransformerEmbedder
+) -> None:
     config = indexed_config
 
     class Renamed(CountingEmbedder):
