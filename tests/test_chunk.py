@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,7 @@ def test_a_long_section_is_split_with_overlap(embedder: SentenceTransformerEmbed
     text = "# Long\n\n" + "\n\n".join(f"Paragraph {i} says something about vectors number {i}." for i in range(60))
     chunks = chunks_for(parse_note("l.md", text.encode()), embedder, 96, overlap=24)
     assert len(chunks) > 3
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in itertools.pairwise(chunks):
         assert after.start_line <= before.end_line, "consecutive pieces of one section share some lines"
         assert after.start_line > before.start_line
 
