@@ -45,3 +45,7 @@ def knowledge(tmp_path: Path) -> Path:
 @pytest.fixture
 def config(tmp_path: Path, knowledge: Path) -> Config:
     return Config(knowledge_dir=knowledge, db_dir=tmp_path / "db")
+
+
+# The web chat's live-server fixtures, shared by tests/test_web_*.py.
+from web_fixtures import live_chat, live_kb  # noqa: E402, F401
