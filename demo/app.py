@@ -282,7 +282,7 @@ def build_app(
             with gr.Column(scale=3, min_width=420):
                 chatbot = gr.Chatbot(
                     label="Chat",
-                    height=540,
+                    height=600,
                     sanitize_html=True,
                     latex_delimiters=[],
                     feedback_options=None,

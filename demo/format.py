@@ -26,7 +26,7 @@ LEGEND = (
 
 # How many top chunks feed the composed answer, and how many sentences it quotes at most.
 ANSWER_SOURCES = 3
-ANSWER_SENTENCES = 4
+ANSWER_SENTENCES = 3
 
 SentenceScorer = Callable[[str, Sequence[str]], Sequence[float]]
 
