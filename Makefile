@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install browser chat test lint bench
+.PHONY: install browser chat test lint bench bench-api
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -12,7 +12,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 chat: install
-	$(PYTHON) -m rag ask
+	$(PYTHON) -m demo
 
 test: install browser
 	$(PYTHON) -m pytest -q
@@ -21,3 +21,7 @@ lint:
 	$(PYTHON) -m ruff check rag demo tests bench
 	$(PYTHON) -m ruff format --check rag demo tests bench
 	$(PYTHON) -m mypy rag
+
+# Latency of one question through the JSON API and through gradio_client (loopback, bounded).
+bench-api: install
+	$(PYTHON) bench/api_latency.py

@@ -65,3 +65,7 @@ def indexed_config(tmp_path: Path, knowledge: Path, starter_db: Path) -> Config:
     db = tmp_path / "db"
     shutil.copytree(starter_db, db)
     return Config(knowledge_dir=knowledge, db_dir=db)
+
+
+# The web chat's live-server fixtures, shared by tests/test_web_*.py.
+from .web_fixtures import live_chat, live_kb  # noqa: E402, F401

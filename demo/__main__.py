@@ -1,0 +1,119 @@
+"""`python -m demo`: sync the knowledge folder, watch it, and serve the chat at http://127.0.0.1:7860.
+
+Flags bind to `rag.config.Config` fields, so each also reads from its `RAG_*` variable (flags win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from typing import Sequence
+
+from rag.config import Config
+from rag.errors import ConfigError, RagError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo",
+        description="Serve the knowledge chat: answers quoted from your notes, with a similarity score per source.",
+    )
+    parser.add_argument("--host", help="address to listen on (RAG_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (RAG_PORT; default 7860)")
+    parser.add_argument("--knowledge", metavar="DIR", help="knowledge folder (RAG_KNOWLEDGE_DIR; default knowledge)")
+    parser.add_argument("--db", metavar="DIR", help="embedded Chroma folder (RAG_DB_DIR; default .chroma)")
+    parser.add_argument("--model", help="sentence-transformers model name or path (RAG_MODEL)")
+    parser.add_argument(
+        "--chroma-url", metavar="URL", help="Chroma server, e.g. http://127.0.0.1:8000 (RAG_CHROMA_URL)"
+    )
+    parser.add_argument("--auth", metavar="USER:PASSWORD", help="login for the chat and the API (RAG_AUTH)")
+    parser.add_argument(
+        "--read-only", action="store_true", default=None, help="hide and refuse note writing (RAG_READ_ONLY)"
+    )
+    parser.add_argument(
+        "--allow-remote-without-auth",
+        action="store_true",
+        help="allow a non-loopback --host without --auth (only on a network you trust)",
+    )
+    return parser
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = Config.from_env().replace(
+            host=args.host,
+            port=args.port,
+            knowledge_dir=args.knowledge,
+            db_dir=args.db,
+            model=args.model,
+            chroma_url=args.chroma_url,
+            auth=args.auth,
+            read_only=args.read_only,
+        )
+        from demo.server import parse_auth
+
+        parse_auth(config.auth)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(config.host) and not config.auth and not args.allow_remote_without_auth:
+        print(
+            f"error: refusing to listen on {config.host} without --auth: anyone who can reach this machine could "
+            "read every note and add new ones. Pass --auth user:password (or RAG_AUTH), or "
+            "--allow-remote-without-auth on a network you trust.",
+            file=sys.stderr,
+        )
+        return 2
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "chromadb", "sentence_transformers", "watchdog"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    import uvicorn
+
+    from demo.server import create_server
+    from demo.watch import FolderWatcher
+    from rag.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase(config)
+    watcher = FolderWatcher(kb)
+    try:
+        print(f"indexing {config.knowledge_dir} ...", file=sys.stderr)
+        report = watcher.sync(progress=sys.stderr.isatty())
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if report.rebuilt:
+        print(f"rebuilt the index because {report.rebuilt}", file=sys.stderr)
+    for item in report.skipped:
+        print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+    print(
+        f"{report.notes} notes, {report.chunks} chunks ({report.added} added, {report.updated} updated, "
+        f"{report.removed} removed) in {report.seconds:.1f} s",
+        file=sys.stderr,
+    )
+    app = create_server(kb, read_only=config.read_only, auth=config.auth, watcher=watcher)
+    shown = f"[{config.host}]" if ":" in config.host else config.host
+    mode = " (read-only)" if config.read_only else ""
+    print(f"chat at http://{shown}:{config.port}{mode}; watching {config.knowledge_dir}; Ctrl+C stops", file=sys.stderr)
+    with watcher:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

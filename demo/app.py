@@ -1,0 +1,395 @@
+"""The web chat as a Gradio Blocks app: ask the notes, read the sources with their scores, add notes.
+
+`build_app` returns the Blocks and starts nothing; `demo.server.create_server` mounts it beside the JSON API and
+`python -m demo` serves it. The formatting it shows is pure and lives in `demo.format` (re-exported here).
+Answers are composed from the notes, no language model: the sentences of the top chunks closest to the
+question (by the same embedding model), each marked with its source number.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from demo.format import (
+    LEGEND,
+    Passage,
+    answer_note,
+    compose_answer,
+    escape_markdown_html,
+    format_notice,
+    format_sources,
+    format_status,
+    parse_tags,
+    pick_passages,
+    render_chunk,
+)
+from demo.watch import FolderWatcher
+from rag.errors import NoteWriteError, RagError
+from rag.knowledge import KnowledgeBase
+from rag.retrieve import SearchResult
+from rag.write import NewNote
+
+__all__ = [
+    "APP_CSS",
+    "LEGEND",
+    "Answer",
+    "ChatService",
+    "answer_note",
+    "build_app",
+    "compose_answer",
+    "escape_markdown_html",
+    "format_sources",
+    "format_status",
+    "index_status",
+    "pick_passages",
+    "render_chunk",
+    "theme",
+]
+
+TITLE = "Knowledge chat"
+
+# Example questions for the bundled notes, shown only when the note they ask about is in the folder.
+EXAMPLES = [
+    ("What does a cosine similarity of 0.8 mean?", "cosine-similarity.md"),
+    ("How does hybrid search combine BM25 and embeddings?", "hybrid-search-bm25.md"),
+    ("How big should chunks be?", "chunking.md"),
+    ("What is retrieval-augmented generation?", "retrieval-augmented-generation.md"),
+]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered question: the search result, the quoted passages and the Markdown shown in the chat."""
+
+    result: SearchResult
+    passages: list[Passage] = field(default_factory=list)
+    markdown: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The search JSON (`python -m rag ask --json`) plus `answer` and `passages`."""
+        data = asdict(self.result)
+        data["answer"] = self.markdown
+        data["passages"] = [asdict(p) for p in self.passages]
+        return data
+
+
+class ChatService:
+    """What the UI and the APIs do, without Gradio: ask, add notes, save answers, report status."""
+
+    def __init__(self, kb: KnowledgeBase, *, read_only: bool = False, watcher: FolderWatcher | None = None) -> None:
+        self.kb = kb
+        self.read_only = read_only or kb.config.read_only
+        self.watcher = watcher or FolderWatcher(kb)
+
+    def ask(self, question: str, *, k: int = 5, min_score: float | None = None) -> Answer:
+        """Search, quote the best sentences, compose the answer.
+
+        Raises:
+            EmptyQuestionError: the question is blank.
+        """
+        result = self.kb.search(question, k=k, min_score=min_score)
+        passages = pick_passages(result, score=self._sentence_similarity)
+        markdown = compose_answer(result, passages, confident_score=self.kb.config.confident_score)
+        return Answer(result, passages, markdown)
+
+    def add_note(self, title: str, body: str, tags: Sequence[str] = (), *, name: str | None = None) -> NewNote:
+        """Write a note and index it before returning, so the next question finds it.
+
+        Raises:
+            NoteWriteError: read-only, bad title, name taken, too large or empty.
+        """
+        if self.read_only:
+            raise NoteWriteError("this chat is read-only; restart it without --read-only to add notes")
+        note = self.kb.add_note(title, body, tags=tags, name=name, sync=False)
+        self.watcher.sync()
+        return note
+
+    def save_answer(self, answer: Answer) -> NewNote:
+        """Store a question, its answer and its sources as a new note with a unique, dated name."""
+        from slugify import slugify
+
+        title, body = answer_note(answer.result.question, answer.passages, answer.result.hits)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        slug = slugify(answer.result.question, max_length=60, word_boundary=True) or "answer"
+        return self.add_note(title, body, ["saved-answer"], name=f"answer-{slug}-{stamp}.md")
+
+    def status(self) -> dict[str, Any]:
+        return index_status(self.kb, self.watcher, read_only=self.read_only)
+
+    def _sentence_similarity(self, question: str, sentences: Sequence[str]) -> list[float]:
+        # The model's vectors are unit length, so a dot product is their cosine similarity.
+        vectors = self.kb.embedder.embed_batch([question, *sentences])
+        return [float(x) for x in np.asarray(vectors[1:]) @ np.asarray(vectors[0])]
+
+
+def index_status(kb: KnowledgeBase, watcher: FolderWatcher, *, read_only: bool = False) -> dict[str, Any]:
+    """The index at a glance, as JSON-ready data: totals, last sync, skipped files with reasons, every file."""
+    status = kb.status()
+    # The folder check reads files but never chunks them, so a note the last sync refused (say, empty) still
+    # looks "new" there; the sync report knows why it was skipped.
+    reported = {s.path: s.reason for s in (watcher.last_report.skipped if watcher.last_report else [])}
+    skipped = [
+        {"path": f.path, "reason": f.reason if f.state == "skipped" else reported[f.path]}
+        for f in status.files
+        if f.state == "skipped" or (f.state in ("new", "stale") and f.path in reported)
+    ]
+    return {
+        "notes": status.notes,
+        "chunks": status.chunks,
+        "model": status.model,
+        "db": status.db,
+        "knowledge": status.knowledge,
+        "last_sync": watcher.last_sync.isoformat() if watcher.last_sync else None,
+        "watching": watcher.watching,
+        "read_only": read_only,
+        "error": watcher.last_error,
+        "skipped": skipped,
+        "files": [asdict(f) for f in status.files],
+        "last_report": asdict(watcher.last_report) if watcher.last_report else None,
+    }
+
+
+APP_CSS = """
+.gradio-container { max-width: 1280px !important; margin: 0 auto; }
+#rag-header h1 { font-size: 1.6rem; margin: 0.2rem 0 0.1rem; }
+#rag-header p { margin: 0; color: var(--body-text-color-subdued); }
+#rag-ask-row { align-items: stretch; }
+.rag-sources { display: flex; flex-direction: column; gap: 10px; }
+.rag-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px;
+  background: var(--background-fill-primary); }
+.rag-card.rag-weak { border-style: dashed; opacity: 0.92; }
+.rag-card-head { display: flex; align-items: center; gap: 8px; }
+.rag-num { display: inline-flex; justify-content: center; align-items: center; width: 22px; height: 22px;
+  border-radius: 50%; background: var(--color-accent-soft); color: var(--color-accent); font-weight: 600;
+  font-size: 0.8rem; }
+.rag-score { font-variant-numeric: tabular-nums; font-weight: 700; font-size: 1.05rem; min-width: 2.6em; }
+.rag-bar { flex: 1; height: 8px; border-radius: 4px; background: var(--neutral-200); overflow: hidden; }
+.rag-bar > span { display: block; height: 100%; border-radius: 4px; background: #16a34a; }
+.rag-weak .rag-bar > span { background: #d97706; }
+.rag-badge { font-size: 0.72rem; text-transform: uppercase; letter-spacing: 0.04em; color: #b45309;
+  border: 1px solid #f59e0b; border-radius: 999px; padding: 0 6px; }
+.rag-title { font-weight: 600; margin-top: 6px; }
+.rag-heading { color: var(--body-text-color-subdued); font-size: 0.9rem; }
+.rag-meta { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-top: 4px; font-size: 0.82rem; }
+.rag-loc { font-size: 0.8rem; }
+.rag-tag { background: var(--neutral-100); border-radius: 999px; padding: 0 7px; color: var(--neutral-600); }
+.rag-chunk { margin-top: 6px; }
+.rag-chunk summary { cursor: pointer; color: var(--color-accent); font-size: 0.85rem; }
+.rag-chunk-body { font-size: 0.9rem; border-left: 3px solid var(--border-color-primary); padding-left: 10px;
+  margin-top: 6px; overflow-x: auto; }
+.rag-chunk-body table { border-collapse: collapse; font-size: 0.85rem; }
+.rag-chunk-body th, .rag-chunk-body td { border: 1px solid var(--border-color-primary); padding: 2px 6px; }
+.rag-chunk-body pre { background: var(--neutral-100); padding: 6px; border-radius: 6px; overflow-x: auto; }
+.rag-legend { font-size: 0.8rem; color: var(--body-text-color-subdued); margin: 4px 2px 0; }
+.rag-empty { color: var(--body-text-color-subdued); }
+.rag-status table { width: 100%; font-size: 0.9rem; }
+.rag-status th { text-align: left; font-weight: 600; padding-right: 12px; white-space: nowrap; }
+.rag-status td { word-break: break-all; }
+.rag-ok { color: #15803d; margin: 6px 0; }
+.rag-error { color: #b91c1c; margin: 6px 0; font-weight: 600; }
+.rag-watch { font-size: 0.85rem; color: var(--body-text-color-subdued); }
+.rag-skipped { font-size: 0.85rem; }
+"""
+
+
+def theme() -> Any:
+    """A calm theme on the system's own fonts (the default theme fetches web fonts, and we run offline)."""
+    import gradio as gr
+
+    return gr.themes.Soft(
+        primary_hue="indigo",
+        neutral_hue="slate",
+        font=["ui-sans-serif", "system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+    )
+
+
+def build_app(
+    kb: KnowledgeBase, *, read_only: bool = False, watcher: FolderWatcher | None = None
+) -> Any:  # gr.Blocks; gradio is imported lazily so importing this module stays cheap
+    """The chat as a Gradio Blocks app.
+
+    Args:
+        kb: the knowledge base to answer from (its folder is synced by the caller or the watcher).
+        read_only: hide and refuse every way of writing notes.
+        watcher: the folder watcher whose last sync the status panel shows; one is made (not started) if None.
+
+    Returns:
+        gr.Blocks, not launched. Mount it with `demo.server.create_server` or call `.launch()`.
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    service = ChatService(kb, read_only=read_only, watcher=watcher)
+    confident = kb.config.confident_score
+    knowledge = Path(kb.config.knowledge_dir)
+    examples = [q for q, note in EXAMPLES if (knowledge / note).exists()]
+
+    def on_ask(question: str, history: list[dict[str, Any]], k: float, min_score: float) -> tuple[Any, ...]:
+        question = (question or "").strip()
+        if not question:
+            return history, gr.skip(), "", gr.skip()
+        history = list(history or []) + [{"role": "user", "content": escape_markdown_html(question)}]
+        try:
+            answer = service.ask(question, k=int(k), min_score=min_score if min_score > 0 else None)
+        except RagError as exc:
+            history.append({"role": "assistant", "content": "**Could not answer:** " + escape_markdown_html(str(exc))})
+            return history, gr.skip(), "", None
+        history.append({"role": "assistant", "content": answer.markdown})
+        return history, format_sources(answer.result, confident_score=confident), "", answer
+
+    def on_save_answer(answer: Answer | None) -> str:
+        if answer is None:
+            return format_notice("Ask a question first; then this saves the question, answer and sources.", ok=False)
+        try:
+            note = service.save_answer(answer)
+        except RagError as exc:
+            return format_notice(str(exc), ok=False)
+        return format_notice(f"Saved as {note.path} and indexed.", ok=True)
+
+    def on_add_note(title: str, tags: str, body: str) -> tuple[Any, ...]:
+        try:
+            note = service.add_note(title, body, parse_tags(tags))
+        except RagError as exc:
+            return format_notice(str(exc), ok=False), gr.skip(), gr.skip(), gr.skip()
+        message = f"Saved {note.path} and indexed it: ask about it now."
+        return format_notice(message, ok=True), "", "", ""
+
+    def on_status() -> str:
+        try:
+            return format_status(service.status())
+        except RagError as exc:
+            return format_notice(str(exc), ok=False)
+
+    def on_clear() -> tuple[Any, ...]:
+        return [], format_sources(None, confident_score=confident), None, ""
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        gr.HTML(
+            f"<h1>{TITLE}</h1><p>Answers quoted from the Markdown notes in <code>{html.escape(str(knowledge))}</code>. "
+            "Every source shows its cosine similarity to your question.</p>",
+            elem_id="rag-header",
+        )
+        last_answer = gr.State(None)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=420):
+                chatbot = gr.Chatbot(
+                    label="Chat",
+                    height=600,
+                    sanitize_html=True,
+                    latex_delimiters=[],
+                    feedback_options=None,
+                    buttons=["copy"],
+                    placeholder="Ask a question about your notes. The answer quotes them, numbered [1], [2] "
+                    "by source; the sources and their scores appear on the right.",
+                    elem_id="rag-chat",
+                )
+                with gr.Row(elem_id="rag-ask-row"):
+                    question = gr.Textbox(
+                        show_label=False,
+                        placeholder="Ask your notes, e.g. what does a similarity of 0.8 mean?",
+                        scale=6,
+                        lines=1,
+                        max_lines=4,
+                        autofocus=True,
+                        elem_id="rag-question",
+                    )
+                    ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="rag-ask")
+                if examples:
+                    gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try")
+                with gr.Row():
+                    clear = gr.Button("New chat", size="sm", variant="secondary")
+                    if not service.read_only:
+                        save_answer = gr.Button("Save answer as note", size="sm", elem_id="rag-save-answer")
+                save_notice = gr.HTML("", elem_id="rag-save-notice")
+                with gr.Accordion("Search settings", open=False):
+                    top_k = gr.Slider(1, 20, value=5, step=1, label="Sources (top-k)", elem_id="rag-topk")
+                    min_score = gr.Slider(
+                        0.0,
+                        1.0,
+                        value=0.0,
+                        step=0.05,
+                        label="Minimum score",
+                        info="Hide sources whose cosine similarity is below this (0 = show all).",
+                        elem_id="rag-minscore",
+                    )
+            with gr.Column(scale=2, min_width=340):
+                with gr.Tabs():
+                    with gr.Tab("Sources", id="sources"):
+                        sources = gr.HTML(format_sources(None, confident_score=confident), elem_id="rag-sources")
+                    if not service.read_only:
+                        with gr.Tab("Add a note", id="add-note"):
+                            note_title = gr.Textbox(label="Title", elem_id="rag-note-title")
+                            note_tags = gr.Textbox(label="Tags", placeholder="comma separated", elem_id="rag-note-tags")
+                            note_body = gr.Textbox(
+                                label="Body (Markdown)", lines=8, max_lines=20, elem_id="rag-note-body"
+                            )
+                            add = gr.Button("Save note", variant="primary", elem_id="rag-note-save")
+                            note_notice = gr.HTML("", elem_id="rag-note-notice")
+                    with gr.Tab("Index", id="index"):
+                        status = gr.HTML("", elem_id="rag-status")
+                        timer = gr.Timer(2.0)
+
+        ask_args: dict[str, Any] = {
+            "fn": on_ask,
+            "inputs": [question, chatbot, top_k, min_score],
+            "outputs": [chatbot, sources, question, last_answer],
+            "api_visibility": "private",
+        }
+        ask.click(**ask_args)
+        question.submit(**ask_args)
+        clear.click(on_clear, outputs=[chatbot, sources, last_answer, save_notice], api_visibility="private")
+        if not service.read_only:
+            save_answer.click(on_save_answer, inputs=[last_answer], outputs=[save_notice], api_visibility="private")
+            add.click(
+                on_add_note,
+                inputs=[note_title, note_tags, note_body],
+                outputs=[note_notice, note_title, note_tags, note_body],
+                api_visibility="private",
+            )
+        timer.tick(on_status, outputs=[status], show_progress="hidden", api_visibility="private")
+        app.load(on_status, outputs=[status], show_progress="hidden", api_visibility="private")
+
+        def ask_api(question: str, k: int = 5, min_score: float | None = None) -> dict[str, Any]:
+            """Answer a question from the notes: the search JSON of `python -m rag ask --json` plus `answer`."""
+            try:
+                return service.ask(question, k=int(k), min_score=min_score).to_dict()
+            except (RagError, ValueError) as exc:
+                raise gr.Error(str(exc)) from exc
+
+        def status_api() -> dict[str, Any]:
+            """Index status: notes, chunks, last sync, skipped files (key `file`) with reasons."""
+            return _file_keys(service.status())
+
+        gr.api(ask_api, api_name="ask")
+        gr.api(status_api, api_name="status")
+        if not service.read_only:
+
+            def add_note_api(title: str, body: str, tags: str = "") -> dict[str, str]:
+                """Write a note (tags comma separated) and index it; returns its file (relative path) and id."""
+                try:
+                    note = service.add_note(title, body, parse_tags(tags))
+                    return {"file": note.path, "id": note.id}
+                except RagError as exc:
+                    raise gr.Error(str(exc)) from exc
+
+            gr.api(add_note_api, api_name="add_note")
+    app.queue(default_concurrency_limit=2)
+    return app
+
+
+def _file_keys(value: Any) -> Any:
+    """`value` with every "path" key renamed "file": gradio_client takes any {"path": str} object in a result for
+    a file to download (and fails), so the Gradio API never returns that key."""
+    if isinstance(value, dict):
+        return {("file" if k == "path" else k): _file_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_file_keys(v) for v in value]
+    return value

@@ -1,0 +1,195 @@
+"""The chat's pure formatting: answers with [n] markers, source cards, legend, weak matches, escaping."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from demo.format import (
+    LEGEND,
+    answer_note,
+    compose_answer,
+    escape_markdown_html,
+    format_notice,
+    format_sources,
+    format_status,
+    parse_tags,
+    pick_passages,
+    render_chunk,
+    score_bar_width,
+    split_sentences,
+)
+from rag.retrieve import Hit, SearchResult
+
+PAYLOAD = '<script>window.__xss = 1</script> and <img src=x onerror="window.__xss = 2">'
+
+
+def hit(score: float, text: str, *, source: str = "a.md", title: str = "Alpha", heading: str = "Alpha") -> Hit:
+    return Hit(
+        score=score,
+        text=text,
+        source=source,
+        title=title,
+        heading=heading,
+        start_line=3,
+        end_line=9,
+        tags=["t1"],
+        id=f"{source}#0",
+    )
+
+
+def result(*hits: Hit, confident: bool = True, question: str = "how do cats sleep") -> SearchResult:
+    return SearchResult(question=question, confident=confident, hits=list(hits))
+
+
+def test_split_sentences_keeps_prose_and_drops_headings_tables_code() -> None:
+    text = (
+        "# Cats\n\nCats sleep for most of the day in warm places. They wake up at dusk to hunt.\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nprint('cats sleep a lot here')\n```\n\n"
+        "- Kittens sleep even longer than adult cats do.\n- x = 1\n\nThe steps are:"
+    )
+    assert split_sentences(text) == [
+        "Cats sleep for most of the day in warm places.",
+        "They wake up at dusk to hunt.",
+        "Kittens sleep even longer than adult cats do.",
+    ]
+
+
+def test_pick_passages_prefers_relevant_sentences_and_numbers_their_sources() -> None:
+    r = result(
+        hit(0.8, "Dogs bark at strangers in the night. Cats sleep sixteen hours every day.", source="a.md"),
+        hit(0.6, "Birds migrate south in the winter months. Cats sleep curled up to keep warm.", source="b.md"),
+    )
+    passages = pick_passages(r, limit=2)
+    assert [(p.text, p.source_number) for p in passages] == [
+        ("Cats sleep sixteen hours every day.", 1),
+        ("Cats sleep curled up to keep warm.", 2),
+    ]
+
+
+def test_pick_passages_uses_the_given_scorer() -> None:
+    r = result(hit(0.8, "First sentence is long enough here. Second sentence is long enough too."))
+    passages = pick_passages(r, score=lambda q, s: [0.1, 0.9], limit=1)
+    assert [p.text for p in passages] == ["Second sentence is long enough too."]
+    assert passages[0].relevance == pytest.approx(0.9)
+
+
+def test_compose_answer_marks_passages_and_lists_sources_with_scores() -> None:
+    r = result(
+        hit(0.812, "Cats sleep sixteen hours every single day."),
+        hit(0.55, "Cats nap in the sun often.", source="b.md", title="Beta", heading="Beta > Naps"),
+    )
+    text = compose_answer(r, pick_passages(r), confident_score=0.4)
+    assert "Cats sleep sixteen hours every single day. [1]" in text
+    assert "1. `0.81` **Alpha** — `a.md:3-9`" in text
+    assert "2. `0.55` **Beta** › Naps — `b.md:3-9`" in text
+    assert "No confident match" not in text
+
+
+def test_compose_answer_says_plainly_when_no_match_is_confident() -> None:
+    r = result(hit(0.21, "Cats sleep sixteen hours every single day."), confident=False)
+    text = compose_answer(r, pick_passages(r), confident_score=0.4)
+    assert text.startswith("**No confident match.** The best source scores 0.21, under the 0.40")
+    assert "> Cats sleep sixteen hours every single day. [1]" in text
+    assert "weak" in text
+
+
+def test_compose_answer_without_hits_says_what_to_do() -> None:
+    text = compose_answer(result(), [], confident_score=0.4)
+    assert "Nothing in the notes matches" in text and "Add a note" in text
+
+
+def test_note_html_is_escaped_in_the_answer_markdown() -> None:
+    r = result(hit(0.9, f"Cats sleep a lot, says {PAYLOAD} in this note.", title="<b>T</b>"))
+    text = compose_answer(r, pick_passages(r), confident_score=0.4)
+    assert "<script>" not in text and "<img" not in text and "<b>" not in text
+    assert "&lt;script&gt;" in text and "&lt;img src=x" in text
+
+
+def test_escape_markdown_html_leaves_code_spans_alone() -> None:
+    assert escape_markdown_html("a < b and `x < y` & <i>") == "a &lt; b and `x < y` &amp; &lt;i&gt;"
+
+
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        ("| a | b |\n|---|---|\n| 1 | 2 |", "<table>"),
+        ("```python\nx = 1 < 2\n```", '<pre><code class="language-python">x = 1 &lt; 2'),
+        ("## Heading", "<h2>Heading</h2>"),
+        (PAYLOAD, "&lt;script&gt;window.__xss = 1&lt;/script&gt;"),
+        ("[x](javascript:alert(1))", "[x](javascript:alert(1))"),
+    ],
+)
+def test_render_chunk_renders_markdown_but_never_raw_html(markdown: str, expected: str) -> None:
+    rendered = render_chunk(markdown)
+    assert expected in rendered
+    assert "<script" not in rendered and "<img" not in rendered and 'href="javascript' not in rendered
+
+
+@pytest.mark.parametrize(("score", "width"), [(0.734, 73), (1.2, 100), (-0.3, 0), (0.0, 0)])
+def test_score_bar_width_is_the_clamped_similarity(score: float, width: int) -> None:
+    assert score_bar_width(score) == width
+
+
+def test_source_cards_show_score_bar_title_heading_location_and_chunk() -> None:
+    html_text = format_sources(result(hit(0.7349, "Body **bold**", heading="Alpha > Part > Sub")), confident_score=0.4)
+    assert (
+        '<span class="rag-score" title="cosine similarity between the question and this chunk">0.73</span>' in html_text
+    )
+    assert 'style="width:73%"' in html_text
+    assert '<div class="rag-title">Alpha</div>' in html_text
+    assert '<div class="rag-heading">Part › Sub</div>' in html_text
+    assert "a.md:3-9" in html_text
+    assert "<details" in html_text and "<strong>bold</strong>" in html_text
+    assert "rag-weak" not in html_text and "cosine similarity between your question and the chunk" in html_text
+
+
+def test_weak_cards_are_marked() -> None:
+    html_text = format_sources(result(hit(0.31, "x"), hit(0.52, "y"), confident=False), confident_score=0.4)
+    assert html_text.count("rag-card rag-weak") == 1
+    assert html_text.count("weak match") == 1
+
+
+def test_source_cards_escape_every_note_field() -> None:
+    evil = hit(0.9, PAYLOAD, title=PAYLOAD, heading="x > " + PAYLOAD, source='"><img src=x onerror=1>.md')
+    html_text = format_sources(result(evil), confident_score=0.4)
+    assert "<script" not in html_text and "<img" not in html_text
+
+
+def test_source_panel_before_any_question_and_with_no_hits() -> None:
+    assert "Ask a question" in format_sources(None, confident_score=0.4)
+    assert "No chunk reached the minimum score" in format_sources(result(), confident_score=0.4)
+    assert "1 means the same direction" in LEGEND and "around 0 means unrelated" in LEGEND
+
+
+def test_status_panel_shows_totals_last_sync_and_skipped_reasons() -> None:
+    now = datetime(2025, 1, 1, 12, 0, 30, tzinfo=timezone.utc)
+    status = {
+        "notes": 14,
+        "chunks": 140,
+        "knowledge": "knowledge",
+        "model": "m",
+        "watching": True,
+        "last_sync": (now - timedelta(seconds=5)).isoformat(),
+        "skipped": [{"path": "big<x>.md", "reason": "is over 2,000,000 bytes"}],
+    }
+    text = format_status(status, now=now)
+    assert "<th>Notes</th><td>14</td>" in text and "<th>Chunks</th><td>140</td>" in text
+    assert "12:00:25 (5 s ago)" in text and "watching the folder" in text
+    assert "<code>big&lt;x&gt;.md</code> — is over 2,000,000 bytes" in text
+    assert "not yet" in format_status({"skipped": []}, now=now)
+
+
+def test_answer_note_keeps_question_answer_and_sources() -> None:
+    r = result(hit(0.81, "Cats sleep sixteen hours every single day."))
+    title, body = answer_note("how do   cats sleep", pick_passages(r), r.hits)
+    assert title == "Answer: how do cats sleep"
+    assert "## Question\n\nhow do cats sleep" in body
+    assert "- Cats sleep sixteen hours every single day. [1]" in body
+    assert "1. Alpha — `a.md:3-9` (similarity 0.81)" in body
+
+
+def test_parse_tags_and_notice() -> None:
+    assert parse_tags("a, b  #c,a") == ["a", "b", "c"]
+    assert format_notice("bad <x>", ok=False) == '<p class="rag-error" role="alert">bad &lt;x&gt;</p>'
