@@ -21,9 +21,10 @@ from typing import Any, Sequence
 import anywidget
 import traitlets
 
+from rag.chunk import context_line
 from rag.errors import RagError
 from rag.knowledge import KnowledgeBase, shared_knowledge_base
-from rag.render import excerpt
+from rag.render import excerpt, prose
 from rag.retrieve import SearchResult
 from rag.write import NewNote
 
@@ -42,12 +43,8 @@ def compose_answer(result: SearchResult, *, confident_score: float) -> str:
             f"No confident match: the best score, {best.score:.2f}, is under {confident_score:.2f}. "
             "The nearest sources are below; if none answers the question, add a note."
         )
-    where = f"{best.title} > {best.heading}" if best.heading and best.heading != best.title else best.title
-    # The chunk's own heading lines repeat `where`; the answer starts at the prose.
-    lines = best.text.strip().splitlines()
-    while len(lines) > 1 and (lines[0].startswith("#") or not lines[0].strip()):
-        lines.pop(0)
-    return f"{where} (score {best.score:.2f}): {excerpt(chr(10).join(lines), 600)}"
+    where = context_line(best.title, best.heading)
+    return f"{where} (score {best.score:.2f}): {excerpt(prose(best.text), 600)}"
 
 
 class ChatWidget(anywidget.AnyWidget):

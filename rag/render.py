@@ -26,6 +26,20 @@ def location(hit: Hit) -> str:
     return f"{hit.source}:{hit.start_line}"
 
 
+def section(hit: Hit) -> str:
+    """The hit's heading path without the note's title, which is shown beside it anyway."""
+    title = hit.title.strip(" ?!.").lower()
+    return " > ".join(h for h in hit.heading.split(" > ") if h.strip() and h.strip(" ?!.").lower() != title)
+
+
+def prose(text: str) -> str:
+    """The chunk's text without its leading heading lines, which repeat the title and heading path."""
+    lines = text.strip().splitlines()
+    while len(lines) > 1 and (lines[0].startswith("#") or not lines[0].strip()):
+        lines.pop(0)
+    return "\n".join(lines)
+
+
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     """The text cut at a word boundary near `limit` characters, with an ellipsis when cut."""
     text = text.strip()
@@ -51,9 +65,10 @@ def hits_table(hits: Sequence[Hit]) -> str:
     head = "".join(f'<th style="{_CELL}">{name}</th>' for name in ("#", "score", "source", "text"))
     rows = []
     for rank, hit in enumerate(hits, 1):
-        heading = f'<div style="color:#555">{escape(hit.heading)}</div>' if hit.heading else ""
+        path = section(hit)
+        heading = f'<div style="color:#555">{escape(path)}</div>' if path else ""
         source = f"<b>{escape(hit.title)}</b>{heading}<div><code>{escape(location(hit))}</code></div>"
-        text = f'<div style="white-space:pre-wrap">{escape(excerpt(hit.text))}</div>'
+        text = f'<div style="white-space:pre-wrap">{escape(excerpt(prose(hit.text)))}</div>'
         cells = (str(rank), score_bar(hit.score), source, text)
         rows.append("<tr>" + "".join(f'<td style="{_CELL}">{cell}</td>' for cell in cells) + "</tr>")
     body = "".join(rows)

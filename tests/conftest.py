@@ -10,6 +10,7 @@ import pytest
 
 from rag.config import Config
 from rag.embed import SentenceTransformerEmbedder
+from rag.knowledge import KnowledgeBase
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge"
@@ -44,4 +45,22 @@ def knowledge(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path, knowledge: Path) -> Config:
+    return Config(knowledge_dir=knowledge, db_dir=tmp_path / "db")
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory: pytest.TempPathFactory, embedder) -> Path:  # type: ignore[no-untyped-def]
+    """A Chroma folder holding the starter notes, built once per session with the real model; copy, never write."""
+    base = tmp_path_factory.mktemp("built")
+    shutil.copytree(KNOWLEDGE, base / "knowledge")
+    kb = KnowledgeBase(Config(knowledge_dir=base / "knowledge", db_dir=base / "db"), embedder=embedder)
+    report = kb.sync()
+    assert report.notes > 0 and not report.skipped
+    return base / "db"
+
+
+@pytest.fixture
+def indexed_config(tmp_path: Path, knowledge: Path, built_index: Path) -> Config:
+    """Settings for a writable copy of the starter notes and of their index."""
+    shutil.copytree(built_index, tmp_path / "db")
     return Config(knowledge_dir=knowledge, db_dir=tmp_path / "db")

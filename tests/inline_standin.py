@@ -7,16 +7,17 @@ launch, iframe and close are exercised for real; tests use it only when `demo.ap
 from __future__ import annotations
 
 import importlib.util
+import types
 
 SOURCE = """
 import dataclasses
 import sys
 import types
 
-import gradio as gr
-
 
 def build_app(kb, *, read_only=False):
+    import gradio as gr
+
     with gr.Blocks(title="stand-in chat") as app:
         question = gr.Textbox(label="Question (stand-in app)")
         hits = gr.JSON(label="Hits")
@@ -24,8 +25,9 @@ def build_app(kb, *, read_only=False):
     return app
 
 
-sys.modules["demo.app"] = types.ModuleType("demo.app")
-sys.modules["demo.app"].build_app = build_app
+if "demo.app" not in sys.modules:
+    sys.modules["demo.app"] = types.ModuleType("demo.app")
+    sys.modules["demo.app"].build_app = build_app
 """
 
 
@@ -34,6 +36,10 @@ def web_chat_available() -> bool:
     return importlib.util.find_spec("demo.app") is not None
 
 
-def install() -> None:
-    """Register the stand-in as `demo.app` in this process."""
-    exec(compile(SOURCE, "inline_standin", "exec"), {})
+def module() -> types.ModuleType:
+    """The stand-in as a module object with `build_app`, not registered anywhere."""
+    namespace: dict[str, object] = {}
+    exec(compile(SOURCE.split("\nif ", 1)[0], "inline_standin", "exec"), namespace)
+    stand_in = types.ModuleType("demo.app")
+    stand_in.build_app = namespace["build_app"]  # type: ignore[attr-defined]
+    return stand_in

@@ -37,12 +37,12 @@ def test_bad_options_are_usage_errors_that_show_the_usage(line: str) -> None:
 
 
 @pytest.fixture
-def shell(monkeypatch: pytest.MonkeyPatch, config: Config, embedder):  # type: ignore[no-untyped-def]
+def shell(monkeypatch: pytest.MonkeyPatch, indexed_config: Config, embedder):  # type: ignore[no-untyped-def]
     """A real IPython shell with the extension loaded; the default knowledge base is the test's copy."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    monkeypatch.setenv("RAG_KNOWLEDGE_DIR", str(config.knowledge_dir))
-    monkeypatch.setenv("RAG_DB_DIR", str(config.db_dir))
+    monkeypatch.setenv("RAG_KNOWLEDGE_DIR", str(indexed_config.knowledge_dir))
+    monkeypatch.setenv("RAG_DB_DIR", str(indexed_config.db_dir))
     # Hand the session's loaded model to the shared knowledge base, so the test does not load it again.
     shared = shared_knowledge_base()
     shared._embedder = embedder

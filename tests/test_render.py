@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rag.render import excerpt, hits_table, location, result_html, score_bar
+from rag.render import excerpt, hits_table, location, prose, result_html, score_bar, section
 from rag.retrieve import Hit, SearchResult
 
 
@@ -68,7 +68,7 @@ def test_result_html_lists_every_hit_with_score_title_heading_and_location() -> 
     hits = [make_hit(0.71), make_hit(0.42, title="GloVe", heading="", source="glove.md", start_line=1, end_line=5)]
     html = result_html(SearchResult(question="q", confident=True, hits=hits))
     assert re.findall(r"<code>(\d\.\d{3})</code>", html) == ["0.710", "0.420"]
-    assert "Cosine Similarity &gt; Definition" in html and "cosine-similarity.md:3-9" in html
+    assert '<div style="color:#555">Definition</div>' in html and "cosine-similarity.md:3-9" in html
     assert "glove.md:1-5" in html and "GloVe" in html
     assert "confident match" in html and "No confident" not in html
 
@@ -88,3 +88,23 @@ def test_results_and_hits_display_themselves_as_html() -> None:
 def test_the_library_never_imports_the_ui() -> None:
     code = "import sys, rag, rag.render; assert not {'demo', 'gradio', 'IPython'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("title", "heading", "expected"),
+    [
+        ("GloVe", "GloVe > Step 1", "Step 1"),
+        ("What is it?", "What is it > Part > Sub", "Part > Sub"),
+        ("T", "", ""),
+        ("T", "Other > Part", "Other > Part"),
+    ],
+)
+def test_section_drops_the_title_from_the_heading_path(title: str, heading: str, expected: str) -> None:
+    assert section(make_hit(title=title, heading=heading)) == expected
+
+
+def test_prose_drops_leading_heading_lines_only() -> None:
+    assert prose("# T\n\n## Part\nText\n# not leading") == "Text\n# not leading"
+    assert prose("# Only a heading") == "# Only a heading"
+    html = hits_table([make_hit(text="# Cosine\n\nBody text.")])
+    assert "Body text." in html and "# Cosine" not in html

@@ -19,7 +19,7 @@ def hit(score: float, text: str = "# T\n\nProse here.", heading: str = "T > Part
 
 def test_answer_quotes_the_best_chunk_when_confident_without_its_heading_lines() -> None:
     answer = compose_answer(SearchResult("q", True, [hit(0.71), hit(0.5)]), confident_score=0.4)
-    assert answer == "T > T > Part (score 0.71): Prose here." or answer == "T > Part (score 0.71): Prose here."
+    assert answer == "T > Part (score 0.71): Prose here."
 
 
 def test_answer_gives_advice_when_no_match_is_confident_or_nothing_matches() -> None:
@@ -37,8 +37,8 @@ def test_front_end_never_writes_note_content_as_html() -> None:
 
 
 @pytest.fixture
-def kb(config: Config, embedder) -> KnowledgeBase:  # type: ignore[no-untyped-def]
-    return KnowledgeBase(config, embedder=embedder)
+def kb(indexed_config: Config, embedder) -> KnowledgeBase:  # type: ignore[no-untyped-def]
+    return KnowledgeBase(indexed_config, embedder=embedder)
 
 
 @pytest.mark.slow
@@ -67,13 +67,13 @@ def test_a_note_added_through_the_widget_is_found_by_the_next_question(kb: Knowl
 
 
 @pytest.mark.slow
-def test_library_errors_show_in_the_widget_and_do_not_escape_the_handler(config: Config, embedder) -> None:  # type: ignore[no-untyped-def]
-    widget = ChatWidget(KnowledgeBase(config.replace(read_only=True), embedder=embedder))
+def test_library_errors_show_in_the_widget_and_do_not_escape_the_handler(indexed_config: Config, embedder) -> None:  # type: ignore[no-untyped-def]
+    widget = ChatWidget(KnowledgeBase(indexed_config.replace(read_only=True), embedder=embedder))
     assert widget.read_only
     widget._on_message(widget, {"type": "ask", "question": "   "}, [])
     assert "question is empty" in widget.error and widget.busy == ""
     widget._on_message(widget, {"type": "add_note", "title": "X", "body": "y"}, [])
-    assert "read-only" in widget.error and not (config.knowledge_dir / "x.md").exists()
+    assert "read-only" in widget.error and not (indexed_config.knowledge_dir / "x.md").exists()
     widget._on_message(widget, {"type": "ask", "question": "embeddings"}, [])
     assert widget.error == "" and widget.result["hits"]
 

@@ -16,8 +16,22 @@ function location(hit) {
   return `${hit.source}:${hit.start_line}${end}`;
 }
 
-function excerpt(text, limit = 360) {
-  const clean = (text || "").trim();
+// The heading path without the note's title, which is shown beside it anyway.
+function section(hit) {
+  const bare = (s) => s.trim().replace(/^[ ?!.]+|[ ?!.]+$/g, "").toLowerCase();
+  const title = bare(hit.title || "");
+  return (hit.heading || "").split(" > ").filter((h) => h.trim() && bare(h) !== title).join(" > ");
+}
+
+// The chunk's text without its leading heading lines, which repeat the title and heading path.
+function prose(text) {
+  const lines = (text || "").trim().split("\n");
+  while (lines.length > 1 && (lines[0].startsWith("#") || !lines[0].trim())) lines.shift();
+  return lines.join("\n");
+}
+
+function excerpt(text, limit = 280) {
+  const clean = prose(text);
   if (clean.length <= limit) return clean;
   const cut = clean.slice(0, limit);
   const space = cut.lastIndexOf(" ");
@@ -38,7 +52,8 @@ function source(hit, rank) {
     node("b", { "data-role": "title", text: hit.title || hit.source }),
   ]);
   const meta = [];
-  if (hit.heading) meta.push(node("div", { class: "ragchat-heading", "data-role": "heading", text: hit.heading }));
+  const path = section(hit);
+  if (path) meta.push(node("div", { class: "ragchat-heading", "data-role": "heading", text: path }));
   meta.push(node("code", { class: "ragchat-location", "data-role": "location", text: location(hit) }));
   if (hit.tags && hit.tags.length) meta.push(node("span", { class: "ragchat-tags", text: `  #${hit.tags.join(" #")}` }));
   const text = node("div", { class: "ragchat-text", text: excerpt(hit.text) });
