@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install browser chat test lint bench bench-api
+.PHONY: install browser chat test lint bench bench-api notebook
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -25,3 +25,7 @@ lint:
 # Latency of one question through the JSON API and through gradio_client (loopback, bounded).
 bench-api: install
 	$(PYTHON) bench/api_latency.py
+
+# Re-run the example notebook in place, so the outputs saved in the repository match the code.
+notebook: install
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PYTHON) -m jupyter execute --inplace --kernel_name=python3 demo/notebook.ipynb

@@ -13,7 +13,7 @@ from rag.errors import (
     SkipNote,
     StoreError,
 )
-from rag.knowledge import KnowledgeBase, Status
+from rag.knowledge import KnowledgeBase, Status, ask, shared_knowledge_base
 from rag.load import Note, find_notes, load_note, parse_note
 from rag.retrieve import Hit, SearchResult, search
 from rag.store import Store
@@ -44,6 +44,7 @@ __all__ = [
     "Store",
     "StoreError",
     "SyncReport",
+    "ask",
     "chunk_note",
     "embed_query",
     "find_notes",
@@ -51,6 +52,7 @@ __all__ = [
     "load_note",
     "parse_note",
     "search",
+    "shared_knowledge_base",
     "sync_folder",
     "write_note",
 ]

@@ -1,7 +1,8 @@
 """`KnowledgeBase`: the library's front door, shared by the CLI, the web chat and the notebook.
 
 It ties one `Config` to a lazily loaded embedder and store, serialises syncs across processes with a lock
-file, and exposes sync, search, add-note and status. It holds no UI code.
+file, and exposes sync, search, add-note and status. `ask` is the one-call version for notebooks and scripts,
+backed by one shared `KnowledgeBase` per configuration. It holds no UI code.
 """
 
 from __future__ import annotations
@@ -142,3 +143,43 @@ class KnowledgeBase:
             yield
         finally:
             lock.release()
+
+
+_shared: dict[Config, KnowledgeBase] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_knowledge_base(config: Config | None = None) -> KnowledgeBase:
+    """One `KnowledgeBase` per configuration (default: `Config.from_env()`), reused by every caller in the process.
+
+    The notebook widget, the `%ask` magic, the inline chat and `ask` all use it, so the model loads once.
+    """
+    config = config or Config.from_env()
+    with _shared_lock:
+        if config not in _shared:
+            _shared[config] = KnowledgeBase(config)
+        return _shared[config]
+
+
+def ask(
+    question: str, *, k: int = 5, min_score: float | None = None, config: Config | None = None, sync: bool = True
+) -> SearchResult:
+    """Search the knowledge base that the `RAG_*` settings describe, in one call.
+
+    In a notebook the result displays itself as a table of scored sources.
+
+    Args:
+        question: free text; must not be empty.
+        k: how many hits at most.
+        min_score: drop hits whose cosine similarity is below this.
+        config: settings; defaults to `Config.from_env()` (knowledge/ and .chroma in the working directory).
+        sync: bring the index in line with the folder first, so edited notes are found.
+
+    Raises:
+        EmptyQuestionError: the question is empty.
+        ModelError, StoreError: the model or the index cannot be opened.
+    """
+    kb = shared_knowledge_base(config)
+    if sync:
+        kb.sync()
+    return kb.search(question, k=k, min_score=min_score)

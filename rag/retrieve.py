@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from rag.embed import Embedder, embed_query
 from rag.errors import EmptyQuestionError
+from rag.render import hits_table, result_html
 from rag.store import Store, StoredChunk
 
 # Longer questions are cut here: the model reads at most a few hundred tokens anyway.
@@ -35,6 +36,10 @@ class Hit:
         """`path:line` of the chunk's first line, the way editors and terminals link to it."""
         return f"{self.source}:{self.start_line}"
 
+    def _repr_html_(self) -> str:
+        """A one-row score table, so a hit displays itself in a notebook."""
+        return hits_table([self])
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -43,6 +48,10 @@ class SearchResult:
     question: str
     confident: bool
     hits: list[Hit]
+
+    def _repr_html_(self) -> str:
+        """The question and a table of scored sources, so a result displays itself in a notebook."""
+        return result_html(self)
 
 
 def clean_question(question: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from rag.config import Config
 from rag.embed import SentenceTransformerEmbedder
+from rag.knowledge import KnowledgeBase
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge"

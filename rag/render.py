@@ -1,0 +1,89 @@
+"""HTML views of search results, for notebooks and anything else that displays HTML.
+
+Pure functions from `Hit`s to strings: every value taken from a note is escaped, and the markup uses inline
+styles only (no scripts, no classes), so it survives the sanitisers of JupyterLab, VS Code and GitHub. It leaves
+out interaction; `demo/` builds the interactive chat.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from rag.retrieve import Hit, SearchResult
+
+# Hit texts longer than this are cut in the table; the full text stays in the hit.
+EXCERPT_CHARS = 400
+
+_CELL = "padding:4px 8px;vertical-align:top;text-align:left;border-bottom:1px solid #ddd"
+
+
+def location(hit: Hit) -> str:
+    """`path:start-end`, the lines of the note the hit came from."""
+    if hit.end_line and hit.end_line != hit.start_line:
+        return f"{hit.source}:{hit.start_line}-{hit.end_line}"
+    return f"{hit.source}:{hit.start_line}"
+
+
+def section(hit: Hit) -> str:
+    """The hit's heading path without the note's title, which is shown beside it anyway."""
+    title = hit.title.strip(" ?!.").lower()
+    return " > ".join(h for h in hit.heading.split(" > ") if h.strip() and h.strip(" ?!.").lower() != title)
+
+
+def prose(text: str) -> str:
+    """The chunk's text without its leading heading lines, which repeat the title and heading path."""
+    lines = text.strip().splitlines()
+    while len(lines) > 1 and (lines[0].startswith("#") or not lines[0].strip()):
+        lines.pop(0)
+    return "\n".join(lines)
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The text cut at a word boundary near `limit` characters, with an ellipsis when cut."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(None, 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip() + " …"
+
+
+def score_bar(score: float) -> str:
+    """A bar as wide as the cosine similarity (negative scores draw empty), with the number beside it."""
+    width = max(0.0, min(1.0, float(score))) * 100
+    return (
+        '<div style="display:flex;align-items:center;gap:6px;white-space:nowrap">'
+        '<div style="width:80px;height:10px;background:#e5e7eb;border-radius:3px;overflow:hidden">'
+        f'<div style="width:{width:.0f}%;height:100%;background:#2563eb"></div></div>'
+        f"<code>{float(score):.3f}</code></div>"
+    )
+
+
+def hits_table(hits: Sequence[Hit]) -> str:
+    """A table of hits: rank, score bar, title with heading path and location, and an excerpt."""
+    head = "".join(f'<th style="{_CELL}">{name}</th>' for name in ("#", "score", "source", "text"))
+    rows = []
+    for rank, hit in enumerate(hits, 1):
+        path = section(hit)
+        heading = f'<div style="color:#555">{escape(path)}</div>' if path else ""
+        source = f"<b>{escape(hit.title)}</b>{heading}<div><code>{escape(location(hit))}</code></div>"
+        text = f'<div style="white-space:pre-wrap">{escape(excerpt(prose(hit.text)))}</div>'
+        cells = (str(rank), score_bar(hit.score), source, text)
+        rows.append("<tr>" + "".join(f'<td style="{_CELL}">{cell}</td>' for cell in cells) + "</tr>")
+    body = "".join(rows)
+    return f'<table style="border-collapse:collapse"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def result_html(result: SearchResult) -> str:
+    """The question, whether the best hit is a confident match, and the table of hits."""
+    question = f"<div><b>Q:</b> {escape(result.question)}</div>"
+    if not result.hits:
+        return f"<div>{question}<div>No matching chunks. Add notes to the knowledge folder.</div></div>"
+    count = f"{len(result.hits)} source{'s' if len(result.hits) != 1 else ''}"
+    if result.confident:
+        verdict = f"{count}, best first; the best is a confident match."
+    else:
+        verdict = f"No confident match; the nearest {count}:"
+    summary = f'<div style="color:#555">{verdict}</div>'
+    return f"<div>{question}{summary}{hits_table(result.hits)}</div>"
