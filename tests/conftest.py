@@ -52,7 +52,6 @@ def config(tmp_path: Path, knowledge: Path) -> Config:
 @pytest.fixture(scope="session")
 def starter_db(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Path:
     """A store holding the starter notes, built once per session with the real model; copy it, never write it."""
-    from rag.knowledge import KnowledgeBase
 
     db = tmp_path_factory.mktemp("starter") / "db"
     report = KnowledgeBase(Config(knowledge_dir=KNOWLEDGE, db_dir=db), embedder=embedder).sync()

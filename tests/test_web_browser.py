@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
 from .web_fixtures import LiveChat, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
-from .web_fixtures import KNOWLEDGE, LiveChat, ServerThread, wait_for
 
 from demo.server import create_server
 from rag.knowledge import KnowledgeBase
+
+from .web_fixtures import KNOWLEDGE, LiveChat, ServerThread, wait_for
 
 pytestmark = pytest.mark.slow
 
