@@ -160,4 +160,5 @@ def sync_lock_path(config: Config) -> tuple[Path, str]:
     port = url.port or (443 if url.scheme == "https" else 8000)
     key = f"{url.scheme}://{(url.hostname or '').lower()}:{port}/{config.collection}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return Path(tempfile.gettempdir()) / "rag-sync-locks" / f"{digest}.lock", f"collection {config.collection!r} at {key}"
+    path = Path(tempfile.gettempdir()) / "rag-sync-locks" / f"{digest}.lock"
+    return path, f"collection {config.collection!r} at {key}"

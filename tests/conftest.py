@@ -81,7 +81,9 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory):
         deadline = time.monotonic() + 60
         while True:
             if server.poll() is not None:
-                pytest.fail(f"chroma run exited with {server.returncode}: {(folder / 'server.log').read_text()[-2000:]}")
+                pytest.fail(
+                    f"chroma run exited with {server.returncode}: {(folder / 'server.log').read_text()[-2000:]}"
+                )
             try:
                 if httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
                     break

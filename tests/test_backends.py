@@ -42,7 +42,9 @@ def small_knowledge(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def kb(tmp_path: Path, small_knowledge: Path, backend: str | None, collection_name: str, embedder) -> KnowledgeBase:
-    config = Config(knowledge_dir=small_knowledge, db_dir=tmp_path / "db", chroma_url=backend, collection=collection_name)
+    config = Config(
+        knowledge_dir=small_knowledge, db_dir=tmp_path / "db", chroma_url=backend, collection=collection_name
+    )
     return KnowledgeBase(config, embedder=embedder)
 
 
@@ -52,7 +54,9 @@ def expected_chunks(folder: Path, embedder, config: Config) -> dict[str, str]:
     result = {}
     for path in find_notes(folder):
         note = load_note(folder, path)
-        for chunk in chunk_note(note, count_tokens=embedder.count_tokens, max_tokens=budget, overlap_tokens=config.overlap_tokens):
+        for chunk in chunk_note(
+            note, count_tokens=embedder.count_tokens, max_tokens=budget, overlap_tokens=config.overlap_tokens
+        ):
             result[chunk.id] = chunk.text
     return result
 
@@ -64,7 +68,9 @@ def stored_chunks(store: Store) -> dict[str, str]:
     return {c.id: c.text for c in chunks}
 
 
-def test_store_round_trip(tmp_path: Path, backend: str | None, collection_name: str, embedder, small_knowledge: Path) -> None:
+def test_store_round_trip(
+    tmp_path: Path, backend: str | None, collection_name: str, embedder, small_knowledge: Path
+) -> None:
     store, reason = Store.open(
         db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model=embedder.name, chunker=CHUNKER_VERSION
     )
@@ -87,7 +93,7 @@ def test_store_round_trip(tmp_path: Path, backend: str | None, collection_name: 
     query = embedder.embed_batch(["global word vectors from co-occurrence counts"])[0]
     hits = store.query(query, k=3)
     assert len(hits) == 3
-    by_id = {c.id: v for c, v in zip(chunks, vectors)}
+    by_id = {c.id: v for c, v in zip(chunks, vectors, strict=True)}
     for hit in hits:
         assert hit.similarity == pytest.approx(float(np.dot(query, by_id[hit.id])), abs=1e-4)
     assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
@@ -101,10 +107,14 @@ def test_store_rebuilds_for_another_model_and_refuses_missing(
     tmp_path: Path, backend: str | None, collection_name: str, embedder
 ) -> None:
     with pytest.raises(StoreError, match="no index"):
-        Store.open(db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="m", chunker="1", create=False)
+        Store.open(
+            db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="m", chunker="1", create=False
+        )
     Store.open(db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="m", chunker="1")
     with pytest.raises(StoreError, match="out of date"):
-        Store.open(db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="other", chunker="1", create=False)
+        Store.open(
+            db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="other", chunker="1", create=False
+        )
     _, reason = Store.open(db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="other", chunker="1")
     assert reason is not None and "model changed" in reason
 
