@@ -107,7 +107,9 @@ def test_read_only_from_the_environment_blocks_the_cli(tmp_path: Path, folder: P
     from rag.cli import main
 
     monkeypatch.setenv("RAG_READ_ONLY", "1")
-    code = main(["add-note", "--title", "T", "--text", "body", "--knowledge", str(folder), "--db", str(tmp_path / "db")])
+    code = main(
+        ["add-note", "--title", "T", "--text", "body", "--knowledge", str(folder), "--db", str(tmp_path / "db")]
+    )
     assert code == 1
     assert "read-only" in capsys.readouterr().err
     assert list(folder.iterdir()) == []
