@@ -38,11 +38,14 @@ class Chunk:
     end_line: int
     index: int
     note_hash: str
+    # Set only when the title and heading path were too long for the budget: the shortened line embedded instead.
+    context: str | None = None
 
     @property
     def embedding_text(self) -> str:
         """What the model embeds: the title and heading path, then the chunk's text."""
-        return context_line(self.title, self.heading) + "\n\n" + self.text
+        line = context_line(self.title, self.heading) if self.context is None else self.context
+        return line + "\n\n" + self.text
 
 
 def context_line(title: str, heading: str) -> str:
@@ -82,11 +85,13 @@ def chunk_note(
     chunks: list[Chunk] = []
     for heading, blocks in _sections(note.body, lines):
         context = context_line(note.title, heading) + "\n\n"
-        room = max_tokens - count_tokens([context])[0]
-        if room < 8:
-            # A heading path so long that it leaves no room: embed the section without the path.
-            context, heading = note.title[:200] + "\n\n", heading[:200]
-            room = max_tokens - count_tokens([context])[0]
+        short: str | None = None
+        if max_tokens - count_tokens([context])[0] < 8:
+            # A title or heading path so long that it leaves no room: embed as much of the title as leaves some.
+            short = _fitting_prefix(note.title[:200], lambda t: max_tokens - count_tokens([t + "\n\n"])[0] >= 8)
+            if max_tokens - count_tokens([short + "\n\n"])[0] < 8:
+                short = ""
+            context = short + "\n\n"
 
         def fits(text: str, context: str = context) -> bool:
             return count_tokens([context + text])[0] <= max_tokens
@@ -114,6 +119,7 @@ def chunk_note(
                     end_line=note.body_line + last,
                     index=len(chunks),
                     note_hash=note.content_hash,
+                    context=short,
                 )
             )
     return chunks
@@ -176,6 +182,9 @@ def _split_block(lines: list[str], start: int, end: int, fits: Callable[[str], b
                 else:
                     hi = mid - 1
             piece = " ".join(words[i : i + lo])
+            if not piece:
+                i += 1  # an empty word between two spaces
+                continue
             if not fits(piece):
                 piece = _fitting_prefix(piece, fits)
                 words[i] = words[i][len(piece) :]

@@ -16,7 +16,7 @@ from typing import Any, Sequence, TextIO
 from rag.config import Config
 from rag.errors import ConfigError, RagError
 from rag.knowledge import KnowledgeBase
-from rag.retrieve import SearchResult
+from rag.retrieve import SearchResult, clean_question
 from rag.sync import SyncReport
 
 
@@ -105,6 +105,8 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
     if args.k < 1:
         print("error: -k must be at least 1", file=sys.stderr)
         return 2
+    if args.question is not None and not args.batch:
+        clean_question(args.question)  # an empty question fails before a sync that could take minutes
     _sync(kb, args)
     if args.batch:
         source = stdin if args.batch == "-" else Path(args.batch).open(encoding="utf-8")

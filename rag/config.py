@@ -33,6 +33,8 @@ class Config:
     port: int = 7860
     auth: str | None = None
     read_only: bool = False
+    # How long a sync waits for another process's sync of the same store before giving up, in seconds.
+    lock_wait: float = 60.0
 
     def replace(self, **changes: Any) -> Config:
         """A copy with the non-None `changes` applied (None means "not given")."""

@@ -7,6 +7,8 @@ backed by one shared `KnowledgeBase` per configuration. It holds no UI code.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,12 +70,14 @@ class KnowledgeBase:
             )
         return self._store
 
-    def sync(self, *, progress: bool = False, wait: float = 60.0) -> SyncReport:
+    def sync(self, *, progress: bool = False, wait: float | None = None) -> SyncReport:
         """Bring the index in line with the folder (see `rag.sync.sync_folder`).
 
         Raises:
-            IndexLockedError: another process kept the store locked for `wait` seconds.
+            IndexLockedError: another process kept the store locked for `wait` seconds (default
+                `config.lock_wait`).
         """
+        wait = self.config.lock_wait if wait is None else wait
         with self._lock, self._process_lock(wait):
             report = sync_folder(
                 self.config.knowledge_dir,
@@ -123,21 +127,23 @@ class KnowledgeBase:
 
     @contextmanager
     def _process_lock(self, wait: float) -> Iterator[None]:
-        """A lock file beside an embedded store, so two processes never sync it at once."""
-        if self.config.chroma_url:
-            yield
-            return
+        """A lock file, so two processes on this machine never sync the same store at once.
+
+        An embedded store is locked by a file beside it. A Chroma server offers no lock of its own, so its
+        store is locked by a file in the temporary folder named after the URL and collection: that serialises
+        every process on this machine, but not processes on other machines syncing the same server.
+        """
         from filelock import FileLock, Timeout
 
-        db = Path(self.config.db_dir)
-        db.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(db / "sync.lock"))
+        path, what = sync_lock_path(self.config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
         try:
-            lock.acquire(timeout=wait)
+            lock.acquire(timeout=max(wait, 0.0))
         except Timeout:
             raise IndexLockedError(
-                f"another process has been syncing {db} for over {wait:.0f} s; wait for it to finish or stop it, "
-                "then try again"
+                f"another process has been syncing {what} for over {wait:g} s; wait for it to finish or stop it, "
+                "then try again (RAG_LOCK_WAIT sets how long to wait)"
             ) from None
         try:
             yield
@@ -183,3 +189,17 @@ def ask(
     if sync:
         kb.sync()
     return kb.search(question, k=k, min_score=min_score)
+
+
+def sync_lock_path(config: Config) -> tuple[Path, str]:
+    """The lock file that serialises syncs of `config`'s store, and the store's name for messages."""
+    if not config.chroma_url:
+        return Path(config.db_dir) / "sync.lock", str(config.db_dir)
+    from urllib.parse import urlparse
+
+    url = urlparse(config.chroma_url.strip())
+    port = url.port or (443 if url.scheme == "https" else 8000)
+    key = f"{url.scheme}://{(url.hostname or '').lower()}:{port}/{config.collection}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    path = Path(tempfile.gettempdir()) / "rag-sync-locks" / f"{digest}.lock"
+    return path, f"collection {config.collection!r} at {key}"

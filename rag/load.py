@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -74,7 +75,11 @@ def relative_name(root: Path, path: Path) -> str:
 def read_bytes(path: Path, rel: str, *, max_bytes: int) -> bytes:
     """The file's bytes, or `SkipNote` when it is unreadable, too large or empty."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            # A named pipe would block the read forever, a device never ends; neither is a note.
+            raise SkipNote(rel, "is not a regular file (a folder, pipe or device named like a note); rename or remove it")
+        size = info.st_size
         if size > max_bytes:
             raise SkipNote(rel, f"file is {size:,} bytes, over the limit of {max_bytes:,}; split it or raise RAG_MAX_FILE_BYTES")
         raw = path.read_bytes()

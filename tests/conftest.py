@@ -67,5 +67,79 @@ def indexed_config(tmp_path: Path, knowledge: Path, starter_db: Path) -> Config:
     return Config(knowledge_dir=knowledge, db_dir=db)
 
 
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `chroma run` server on a free loopback port for the whole session; yields its URL."""
+    import subprocess
+    import time
+
+    import httpx
+
+    chroma = shutil.which("chroma")
+    if chroma is None:
+        pytest.fail("the `chroma` command (installed with chromadb) is not on PATH; run `make install`")
+    folder = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    log = (folder / "server.log").open("wb")
+    server = subprocess.Popen(
+        [chroma, "run", "--path", str(folder / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                pytest.fail(
+                    f"chroma run exited with {server.returncode}: {(folder / 'server.log').read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"chroma run did not answer on {url} within 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """Run a test against the embedded store (None) and against a real Chroma server (its URL)."""
+    if request.param == "embedded":
+        return None
+    return request.getfixturevalue("chroma_server")
+
+
+@pytest.fixture
+def collection_name(request: pytest.FixtureRequest) -> str:
+    """A collection name unique to the test, so tests sharing the session's Chroma server never meet."""
+    import hashlib
+
+    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+
+
 # The web chat's live-server fixtures, shared by tests/test_web_*.py.
 from .web_fixtures import live_chat, live_kb  # noqa: E402, F401

@@ -1,0 +1,161 @@
+"""Faults: syncs killed with SIGKILL, note writes killed mid-way, two processes syncing one store.
+
+The kill trials use bench/faults.py (the long version is `python bench/faults.py --trials 100`): real CLI,
+real model, real Chroma, processes killed for real. Nothing here is faked.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock, Timeout
+
+from bench.faults import Folder, Runner, clean_build_chunks, compare, run_trials, wait
+from rag.config import Config
+from rag.errors import NoteWriteError
+from rag.knowledge import sync_lock_path
+from rag.load import find_notes, load_note
+from rag.write import write_note
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def explain(report) -> str:
+    lines = [f"trial {t.number} ({t.phase}): {'; '.join(t.problems)}" for t in report.trials if t.problems]
+    return "\n".join(lines + report.final_check)
+
+
+def test_twenty_sigkills_during_sync_leave_an_index_equal_to_a_clean_build(tmp_path: Path) -> None:
+    report = run_trials(20, notes=200, seed=6, work=tmp_path, change=0.25)
+    assert len(report.trials) == 20, f"only {len(report.trials)} kills landed before the syncs finished"
+    assert report.survived == 20, explain(report)
+    assert not report.final_check, explain(report)
+    # The kills must land inside the sync's writes at least sometimes, or this proves nothing.
+    assert report.phases().get("mid-write", 0) + report.phases().get("after all writes", 0) >= 1, report.phases()
+
+
+def test_sigkill_of_a_fresh_python_m_rag_index(tmp_path: Path) -> None:
+    """The same proof with a fresh `python -m rag index` interpreter per run, not a forked one."""
+    report = run_trials(2, notes=60, seed=7, work=tmp_path, spawn=True, change=0.5)
+    assert len(report.trials) == 2 and report.survived == 2, explain(report)
+    assert not report.final_check, explain(report)
+
+
+def test_sigkills_during_sync_against_a_chroma_server(tmp_path: Path, chroma_server: str) -> None:
+    report = run_trials(4, notes=80, seed=8, work=tmp_path, url=chroma_server, collection="faultsci", change=0.5)
+    assert len(report.trials) == 4 and report.survived == 4, explain(report)
+    assert not report.final_check, explain(report)
+
+
+# ---------------------------------------------------------------- atomic note writes
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from rag.write import write_note
+
+    folder = Path(sys.argv[1])
+    body = "\\n".join(f"line {i} " + "x" * 60 for i in range(40_000)) + "\\nEND OF NOTE\\n"
+    print("ready", flush=True)
+    for n in range(1_000_000):
+        write_note(folder, title=f"Big note {n}", body=body, max_bytes=10_000_000)
+    """
+)
+
+
+def test_a_killed_note_write_never_leaves_a_half_written_note(tmp_path: Path) -> None:
+    """SIGKILL a process writing 2.6 MB notes in a loop, 20 times: every visible note is whole."""
+    folder = tmp_path / "knowledge"
+    folder.mkdir()
+    rng = random.Random(3)
+    for _ in range(20):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(folder)], stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ}
+        )
+        assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.0, 0.6))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stdout.close()
+    visible = list(find_notes(folder))
+    assert visible, "the writer never finished a note; the kills came too early to prove anything"
+    for path in visible:
+        note = load_note(folder, path, max_bytes=10_000_000)
+        assert note.body.rstrip().endswith("END OF NOTE"), f"{path.name} is cut short"
+        assert note.title.startswith("Big note")
+    # Whatever the kills left behind is a hidden temporary file, which no sync ever reads.
+    leftovers = [p for p in folder.iterdir() if p not in visible]
+    assert all(p.name.startswith(".new-") for p in leftovers), leftovers
+
+
+def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_link(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "link", broken_link)
+    with pytest.raises(OSError):
+        write_note(tmp_path, title="Lost", body="some text")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_writers_never_overwrite_each_other(tmp_path: Path) -> None:
+    first = write_note(tmp_path, title="Same title", body="first")
+    with pytest.raises(NoteWriteError, match="already exists"):
+        write_note(tmp_path, title="Same title", body="second")
+    assert "first" in (tmp_path / first.path).read_text()
+
+
+# ---------------------------------------------------------------- two processes, one store
+
+
+def wait_until_locked(path: Path, process: subprocess.Popen, *, seconds: float = 300) -> None:
+    """Return once another process holds the lock file `path` (polled without holding it for long)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the first sync ended before it was seen holding the lock"
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return
+        lock.release()
+        time.sleep(0.02)
+    pytest.fail("the first sync never took the lock")
+
+
+def test_second_sync_stops_with_a_message_or_waits(tmp_path: Path, backend: str | None, collection_name: str) -> None:
+    """Real processes: a second sync gives up with a clear message, a third waits; the store ends up whole."""
+    folder = Folder(tmp_path / "knowledge", random.Random(5))
+    folder.add(100)
+    db = tmp_path / "db"
+    config = Config(knowledge_dir=folder.path, db_dir=db, chroma_url=backend, collection=collection_name)
+    runner = Runner(tmp_path, db=db, url=backend, collection=collection_name, spawn=False)
+    argv = [sys.executable, "-m", "rag", *runner.index_argv(folder.path)]
+    env = {**os.environ, **runner.env}
+    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until_locked(sync_lock_path(config)[0], first)
+
+    impatient = subprocess.run(
+        argv, cwd=ROOT, env={**env, "RAG_LOCK_WAIT": "0.5"}, capture_output=True, text=True, timeout=300
+    )
+    patient = runner.start_index(folder.path, env={"RAG_LOCK_WAIT": "900"})  # queues behind the first
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert wait(patient) == 0, Path(runner.log).read_text()
+
+    assert impatient.returncode == 1
+    assert "another process has been syncing" in impatient.stderr
+    assert "wait for it to finish" in impatient.stderr
+    assert impatient.stdout == ""
+    assert compare(runner.dump(), clean_build_chunks(folder.path)) == []
