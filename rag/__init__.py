@@ -2,7 +2,7 @@
 
 from rag.chunk import CHUNKER_VERSION, Chunk, chunk_note
 from rag.config import Config
-from rag.embed import Embedder, SentenceTransformerEmbedder, embed_query
+from rag.embed import Embedder, SentenceTransformerEmbedder, embed_query, make_embedder
 from rag.errors import (
     ConfigError,
     EmptyQuestionError,
@@ -50,6 +50,7 @@ __all__ = [
     "find_notes",
     "folder_status",
     "load_note",
+    "make_embedder",
     "parse_note",
     "search",
     "shared_knowledge_base",

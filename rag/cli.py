@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _skip_iri_grammar()
     stdin = stdin or sys.stdin
     out = stdout or sys.stdout
     try:
@@ -73,6 +74,17 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _skip_iri_grammar() -> None:
+    """Keep chromadb's import of jsonschema from compiling the optional rfc3987-syntax grammar.
+
+    jsonschema builds that IRI grammar at import when the package is present (jupyterlab brings it), which costs
+    more than the rest of chromadb's import; Chroma never checks IRI formats for us. A short-lived CLI process
+    opts out; the library itself leaves the interpreter alone.
+    """
+    if "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
 
 
 def _sync(kb: KnowledgeBase, args: argparse.Namespace) -> SyncReport:

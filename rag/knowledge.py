@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 from rag.chunk import CHUNKER_VERSION
 from rag.config import Config
-from rag.embed import Embedder, SentenceTransformerEmbedder
+from rag.embed import Embedder, make_embedder
 from rag.errors import IndexLockedError, NoteWriteError
 from rag.retrieve import SearchResult, search
 from rag.store import Store
@@ -55,7 +55,7 @@ class KnowledgeBase:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = SentenceTransformerEmbedder(self.config.model)
+            self._embedder = make_embedder(self.config)
         return self._embedder
 
     @property
@@ -90,6 +90,11 @@ class KnowledgeBase:
                 progress=progress,
             )
             self._rebuilt = None
+            if report.added or report.updated:
+                # torch is loaded by now; export the query encoder while it is cheap, not in the next `ask`.
+                prepare = getattr(self.embedder, "prepare", None)
+                if prepare is not None:
+                    prepare()
             return report
 
     def search(self, question: str, *, k: int = 5, min_score: float | None = None) -> SearchResult:

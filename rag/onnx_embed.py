@@ -1,0 +1,268 @@
+"""ONNX encoder: the same sentence-transformers model, exported once and run with onnxruntime and `tokenizers`.
+
+The export folds pooling and normalisation into the graph, so the vectors are the float32 model's own (cosine to
+torch fp32 above 0.9999, checked at export time). Running it needs neither torch nor sentence-transformers, which
+is what keeps a fresh `python -m rag ask` quick. Only the one-time export imports torch, transformers and onnx;
+its result is cached per model under the cache folder, keyed by the model files' names, sizes and times.
+This module does not decide which encoder is used; `rag.embed.make_embedder` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rag.config import DEFAULT_MODEL
+from rag.errors import ModelError
+
+# Bump when the exported graph changes (inputs, pooling, fusion): older cached exports are then ignored.
+EXPORT_VERSION = "1"
+_SAMPLE = [
+    "What are embeddings?",
+    "Cosine similarity compares the direction of two vectors, not their length.",
+    "Chroma stores vectors on disk and answers nearest-neighbour queries. " * 8,
+]
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/rag`, or `~/.cache/rag`."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rag"
+
+
+def model_fingerprint(folder: Path) -> str:
+    """A short key that changes whenever a model file is replaced, read from file stats (no 90 MB hash per start)."""
+    digest = hashlib.sha256(EXPORT_VERSION.encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _pooling(folder: Path) -> str:
+    """`mean` or `cls`, from the sentence-transformers pooling config; other poolings are refused."""
+    configs = sorted(folder.glob("*Pooling/config.json"))
+    if not configs:
+        return "mean"
+    config = json.loads(configs[0].read_text())
+    if config.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if config.get("pooling_mode_cls_token"):
+        return "cls"
+    raise ModelError(f"the ONNX encoder supports mean or CLS pooling only; {folder} uses another; set RAG_ENCODER=fp32")
+
+
+class OnnxEmbedder:
+    """A sentence-transformers model folder run through onnxruntime.
+
+    Args:
+        model: the model name as the store records it (the default is the packaged all-MiniLM-L6-v2).
+        location: the model folder (with `tokenizer.json`).
+        max_tokens: the model's max_seq_length; longer texts are truncated as sentence-transformers does.
+        cache_dir: where exports are kept; defaults to `default_cache_dir()`.
+        batch_size: texts per run; small batches of similar length waste the least padding on CPU.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        location: str | Path,
+        max_tokens: int,
+        cache_dir: Path | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        self.name = model
+        self.location = Path(location)
+        if not (self.location / "tokenizer.json").exists():
+            raise ModelError(
+                f"the ONNX encoder needs a local model folder with tokenizer.json; {model!r} has none; "
+                "set RAG_ENCODER=fp32"
+            )
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._counter: Any = None
+
+    @property
+    def export_path(self) -> Path:
+        return self.cache_dir / "onnx" / f"{self.location.name}-{model_fingerprint(self.location)}" / "model.onnx"
+
+    def prepare(self) -> Path:
+        """Export the model unless a current export is cached; returns the file. Safe across processes."""
+        target = self.export_path
+        if target.exists():
+            return target
+        from filelock import FileLock
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target.parent / "export.lock")):
+            if not target.exists():
+                export_model(self.location, target, max_tokens=self.max_tokens)
+        return target
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        session, tokenizer = self._load()
+        # Longest first, as sentence-transformers does, so each batch pads to a similar length.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        vectors: np.ndarray | None = None
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            encoded = tokenizer.encode_batch([texts[i] for i in rows])
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            out = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+            if vectors is None:
+                vectors = np.zeros((len(texts), out.shape[1]), dtype=np.float32)
+            vectors[rows] = out
+        assert vectors is not None
+        return vectors
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        from tokenizers import Tokenizer
+
+        if self._counter is None:
+            counter = Tokenizer.from_file(str(self.location / "tokenizer.json"))
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        return [len(e.ids) for e in self._counter.encode_batch(list(texts))]
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._session is None:
+            path = self.prepare()
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            options = ort.SessionOptions()
+            # The export is already fused and optimised; skipping the work again saves start-up time.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            # Busy-waiting threads steal the core a web server or a second process needs; measured no slower.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            try:
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - a damaged cache file shows up as many error types
+                raise ModelError(f"cannot load the ONNX export {path} ({exc}); delete that folder and retry") from exc
+            tokenizer = Tokenizer.from_file(str(self.location / "tokenizer.json"))
+            tokenizer.enable_truncation(self.max_tokens)
+            tokenizer.enable_padding()
+            self._session, self._tokenizer = session, tokenizer
+        return self._session, self._tokenizer
+
+
+def export_model(folder: Path, target: Path, *, max_tokens: int) -> None:
+    """Export the model in `folder` to `target` with pooling and normalisation inside, and check it against torch.
+
+    Raises:
+        ModelError: the export fails or its vectors disagree with the torch model's.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import warnings
+
+    import torch
+    from transformers import AutoModel
+
+    pooling = _pooling(folder)
+    try:
+        # Eager attention exports as plain MatMul/Softmax, which onnxruntime's optimiser fuses into one Attention op.
+        model = AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load {folder} for the ONNX export ({exc}); set RAG_ENCODER=fp32") from exc
+    graph = _pooled(model, pooling)
+    tmp = target.with_suffix(".tmp")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dynamic = {name: {0: "batch", 1: "tokens"} for name in names}
+    dynamic["embedding"] = {0: "batch"}
+    example = (
+        torch.ones(2, 8, dtype=torch.long),
+        torch.ones(2, 8, dtype=torch.long),
+        torch.zeros(2, 8, dtype=torch.long),
+    )
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                graph, example, str(tmp), input_names=names, output_names=["embedding"],
+                dynamic_axes=dynamic, opset_version=17, dynamo=False,
+            )  # fmt: skip
+        _fuse(tmp, model.config)
+    except Exception as exc:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"the ONNX export of {folder} failed ({exc}); set RAG_ENCODER=fp32") from exc
+    _check(tmp, graph, folder, max_tokens=max_tokens)
+    os.replace(tmp, target)
+
+
+def _pooled(model: Any, pooling: str) -> Any:
+    """The torch module to export: encoder, then the sentence-transformers pooling, then L2 normalisation."""
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            if pooling == "cls":
+                vector = hidden[:, 0]
+            else:
+                weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                vector = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(vector, p=2, dim=1)
+
+    return Pooled().eval()
+
+
+def _fuse(path: Path, config: Any) -> None:
+    """Fuse attention, layer norms and GELU for BERT-type models in place; other models stay as exported."""
+    if getattr(config, "model_type", "") != "bert":
+        return
+    from onnxruntime.transformers import optimizer
+
+    optimized = optimizer.optimize_model(
+        str(path),
+        model_type="bert",
+        num_heads=int(config.num_attention_heads),
+        hidden_size=int(config.hidden_size),
+        opt_level=1,
+    )
+    optimized.save_model_to_file(str(path))
+
+
+def _check(path: Path, graph: Any, folder: Path, *, max_tokens: int) -> None:
+    """Refuse an export whose vectors stray from the torch model's on a few sample texts."""
+    import onnxruntime as ort
+    import torch
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(max_tokens)
+    tokenizer.enable_padding()
+    encoded = tokenizer.encode_batch(_SAMPLE)
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+    types = np.zeros_like(ids)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+    with torch.no_grad():
+        want = graph(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types)).numpy()
+    agreement = float((got * want).sum(axis=1).min())
+    if agreement < 0.9999:
+        path.unlink(missing_ok=True)
+        raise ModelError(
+            f"the ONNX export of {folder} disagrees with torch (cosine {agreement:.5f}); set RAG_ENCODER=fp32"
+        )
