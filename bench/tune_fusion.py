@@ -10,6 +10,7 @@ the dense weight of `rag.retrieve.fuse`, the candidate depth per side, and recip
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import json
 import os
@@ -60,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     from ranx import Qrels, Run, evaluate
 
     beir = load_beir(args.data, args.split)
-    doc_of = {note_name(d): d for d in beir.corpus}
+    # An index built from a slice holds only some documents: tune on the queries whose judged documents it holds.
+    present = {p.name for p in (args.workdir / "knowledge").glob("*.md")}
+    doc_of = {note_name(d): d for d in beir.corpus if note_name(d) in present}
+    held = set(doc_of.values())
+    judged = {q: docs for q, docs in beir.qrels.items() if set(docs) <= held}
+    beir = dataclasses.replace(beir, qrels=judged, queries={q: beir.queries[q] for q in judged})
+    print(f"{len(judged)} {args.split} queries have all their judged documents in the index", file=sys.stderr)
     kb = KnowledgeBase(Config(knowledge_dir=args.workdir / "knowledge", db_dir=args.workdir / args.db))
     keyword = kb.keyword_index()
     gathered = {}

@@ -33,7 +33,7 @@ class Config:
     # How hits are ranked: "dense" (embeddings), "bm25" (keywords) or "hybrid" (both, fused).
     search_mode: str = "hybrid"
     # With a calibrated corpus, the best hit's percentile among unrelated chunk pairs needed to be confident.
-    confident_percentile: float = 99.0
+    confident_percentile: float = 95.0
     host: str = "127.0.0.1"
     port: int = 7860
     auth: str | None = None

@@ -95,7 +95,7 @@ class KnowledgeBase:
                 if self._keyword is not None or self.config.search_mode != "dense":
                     self._keyword = None
                     self.keyword_index()
-                self.calibration()
+                self.calibration(recheck=True)
             return report
 
     @property
@@ -115,9 +115,12 @@ class KnowledgeBase:
                 self._keyword, _ = KeywordIndex.open(self.store, self.cache_dir / "bm25")
             return self._keyword
 
-    def calibration(self) -> Calibration | None:
-        """The corpus's background similarities: from disk, or recomputed when the corpus changed noticeably."""
+    def calibration(self, *, recheck: bool = False) -> Calibration | None:
+        """The corpus's background similarities: kept in memory, else read from disk, and recomputed when the
+        corpus changed noticeably since (checked on first use and after each sync that changed the store)."""
         with self._lock:
+            if self._calibration is not None and not recheck:
+                return self._calibration
             count = self.store.count()
             if self._calibration is None:
                 self._calibration = calibrate.load(self.cache_dir / "calibration.json")

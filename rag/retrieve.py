@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 SearchMode = Literal["dense", "bm25", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 # Hybrid search fuses this many candidates from each side (tuned on SciFact train; see docs-quality.md).
-CANDIDATES = 100
+CANDIDATES = 50
 # Weight of the dense side in the fused score; the keyword side gets the rest.
-DENSE_WEIGHT = 0.5
+DENSE_WEIGHT = 0.6
 
 # Longer questions are cut here: the model reads at most a few hundred tokens anyway.
 MAX_QUESTION_CHARS = 4000
@@ -87,7 +87,7 @@ def search(
     mode: str = "dense",
     keyword: KeywordIndex | None = None,
     calibration: Calibration | None = None,
-    confident_percentile: float = 99.0,
+    confident_percentile: float = 95.0,
 ) -> SearchResult:
     """The `k` chunks that best answer `question`.
 

@@ -45,7 +45,7 @@ def test_retrieval_benchmark_smoke_run(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "bench" / "retrieval.py"), *args, "--json-out", str(out), "--encoders", "fp32"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
@@ -68,7 +68,7 @@ def test_calibration_benchmark_smoke_run(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "bench" / "calibration.py"), "--data", str(TINY), "--json-out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())

@@ -96,7 +96,7 @@ def test_confidence_comes_from_the_corpus_calibration(config: Config, embedder) 
     assert kb.search("what is cosine similarity?").confident
     off_topic = kb.search("Does vitamin D supplementation reduce hip fractures in elderly women?")
     assert not off_topic.confident
-    assert off_topic.hits[0].percentile < 99.0
+    assert max(h.percentile for h in off_topic.hits) < 95.0
 
 
 def free_port() -> int:
