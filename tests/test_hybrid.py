@@ -154,3 +154,13 @@ def test_calibration_percentile_and_staleness() -> None:
     assert not cal.stale(5200) and cal.stale(5600)
     small = Calibration(quantiles=[0.0, 1.0], pairs=10, chunks=40)
     assert small.stale(41) and not small.stale(40)
+
+
+def test_terminal_output_shows_the_percentile_and_why_not_confident() -> None:
+    from rag.cli import format_result
+    from rag.retrieve import Hit, SearchResult
+
+    hit = Hit(score=0.31, text="body", source="a.md", title="A", heading="", start_line=1, end_line=2, percentile=42.0)
+    text = format_result(SearchResult(question="q", confident=False, hits=[hit]), confident_score=0.4)
+    assert "beats only 42.0% of unrelated pairs" in text
+    assert "[1] 0.31 (p42.0)  A" in text
