@@ -176,13 +176,18 @@ def format_result(result: SearchResult, *, confident_score: float) -> str:
     if not result.hits:
         return "No matching chunks. Add notes to the knowledge folder or lower --min-score."
     lines = []
-    if not result.confident:
+    best = max(result.hits, key=lambda h: h.score)
+    if not result.confident and best.percentile is not None:
         lines.append(
-            f"No confident match (best score {result.hits[0].score:.2f} is under {confident_score:.2f}); nearest chunks:\n"
+            f"No confident match (best score {best.score:.2f} beats only {best.percentile:.1f}% of unrelated pairs "
+            "in this corpus); nearest chunks:\n"
         )
+    elif not result.confident:
+        lines.append(f"No confident match (best score {best.score:.2f} is under {confident_score:.2f}); nearest chunks:\n")
     for rank, hit in enumerate(result.hits, 1):
         heading = f" > {hit.heading}" if hit.heading else ""
-        lines.append(f"[{rank}] {hit.score:.2f}  {hit.title}{heading}")
+        percentile = f" (p{hit.percentile:.1f})" if hit.percentile is not None else ""
+        lines.append(f"[{rank}] {hit.score:.2f}{percentile}  {hit.title}{heading}")
         lines.append(f"    {hit.source}:{hit.start_line}-{hit.end_line}")
         lines.extend("    " + line for line in hit.text.splitlines())
         lines.append("")

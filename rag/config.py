@@ -31,8 +31,13 @@ class Config:
     overlap_tokens: int = 32
     max_file_bytes: int = 2_000_000
     max_note_bytes: int = 200_000
-    # The best hit must reach this cosine similarity for an answer to count as confident.
+    # The best hit must reach this cosine similarity for an answer to count as confident (used when the corpus
+    # has no calibration yet, e.g. fewer than two notes).
     confident_score: float = 0.40
+    # How hits are ranked: "dense" (embeddings), "bm25" (keywords) or "hybrid" (both, fused).
+    search_mode: str = "hybrid"
+    # With a calibrated corpus, the best hit's percentile among unrelated chunk pairs needed to be confident.
+    confident_percentile: float = 95.0
     host: str = "127.0.0.1"
     port: int = 7860
     auth: str | None = None

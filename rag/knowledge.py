@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from rag import calibrate
+from rag.calibrate import Calibration
 from rag.chunk import CHUNKER_VERSION
 from rag.config import Config
 from rag.embed import Embedder, make_embedder
 from rag.errors import IndexLockedError, NoteWriteError
+from rag.keyword import KeywordIndex, cache_dir
 from rag.retrieve import SearchResult, search
 from rag.store import Store
 from rag.sync import FileStatus, SyncReport, folder_status, sync_folder
@@ -50,6 +53,8 @@ class KnowledgeBase:
         self._embedder = embedder
         self._store: Store | None = None
         self._rebuilt: str | None = None
+        self._keyword: KeywordIndex | None = None
+        self._calibration: Calibration | None = None
         self._lock = threading.RLock()
 
     @property
@@ -95,10 +100,51 @@ class KnowledgeBase:
                 prepare = getattr(self.embedder, "prepare", None)
                 if prepare is not None:
                     prepare()
+            if report.added or report.updated or report.removed or report.rebuilt:
+                # Keep the derived data in step now, so the next process finds it current on disk.
+                if self._keyword is not None or self.config.search_mode != "dense":
+                    self._keyword = None
+                    self.keyword_index()
+                self.calibration(recheck=True)
             return report
 
-    def search(self, question: str, *, k: int = 5, min_score: float | None = None) -> SearchResult:
-        """Hits for `question`, best first (see `rag.retrieve.search`)."""
+    @property
+    def cache_dir(self) -> Path:
+        """Local folder of this collection's keyword index and calibration."""
+        return cache_dir(self.config.db_dir, collection=self.config.collection, chroma_url=self.config.chroma_url)
+
+    def keyword_index(self) -> KeywordIndex:
+        """The BM25 index of the store's current chunks.
+
+        Kept in memory between searches; on first use (and after a sync here changed the store) it is loaded from
+        disk when its fingerprint (chunk ids and note hashes) matches the store, else rebuilt from the texts in the
+        store. A change of chunk count made by another process also triggers that check.
+        """
+        with self._lock:
+            if self._keyword is None or len(self._keyword) != self.store.count():
+                self._keyword, _ = KeywordIndex.open(self.store, self.cache_dir / "bm25")
+            return self._keyword
+
+    def calibration(self, *, recheck: bool = False) -> Calibration | None:
+        """The corpus's background similarities: kept in memory, else read from disk, and recomputed when the
+        corpus changed noticeably since (checked on first use and after each sync that changed the store)."""
+        with self._lock:
+            if self._calibration is not None and not recheck:
+                return self._calibration
+            count = self.store.count()
+            if self._calibration is None:
+                self._calibration = calibrate.load(self.cache_dir / "calibration.json")
+            if self._calibration is None or self._calibration.stale(count):
+                self._calibration = calibrate.compute(self.store)
+                if self._calibration is not None:
+                    calibrate.save(self._calibration, self.cache_dir / "calibration.json")
+            return self._calibration
+
+    def search(
+        self, question: str, *, k: int = 5, min_score: float | None = None, mode: str | None = None
+    ) -> SearchResult:
+        """Hits for `question`, best first (see `rag.retrieve.search`); `mode` defaults to `config.search_mode`."""
+        mode = mode or self.config.search_mode
         return search(
             self.store,
             self.embedder,
@@ -106,6 +152,10 @@ class KnowledgeBase:
             k=k,
             min_score=min_score,
             confident_score=self.config.confident_score,
+            mode=mode,
+            keyword=None if mode == "dense" else self.keyword_index(),
+            calibration=self.calibration(),
+            confident_percentile=self.config.confident_percentile,
         )
 
     def add_note(self, title: str, body: str, *, tags: Sequence[str] = (), name: str | None = None, sync: bool = True) -> NewNote:

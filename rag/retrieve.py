@@ -1,17 +1,34 @@
 """Retrieval: a question in, ranked `Hit`s out, each scored by cosine similarity in [-1, 1].
 
-It embeds the question with the same model as the chunks and asks the store for its nearest neighbours.
-It does not compose answers; the web chat and the notebook do that from the hits.
+Three ways to rank: `dense` (the store's nearest neighbours of the embedded question), `bm25` (keyword search,
+`rag.keyword`) and `hybrid` (both candidate lists fused). Whatever ranks the hits, the score shown is the
+cosine similarity; the BM25 score and the fused ranking score ride along, and a corpus calibration
+(`rag.calibrate`) turns the similarity into a percentile. It does not compose answers; the web chat and the
+notebook do that from the hits.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from rag.embed import Embedder, embed_query
-from rag.errors import EmptyQuestionError
+from rag.errors import ConfigError, EmptyQuestionError
 from rag.render import hits_table, result_html
 from rag.store import Store, StoredChunk
+
+if TYPE_CHECKING:
+    from rag.calibrate import Calibration
+    from rag.keyword import KeywordIndex
+
+SearchMode = Literal["dense", "bm25", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+# Hybrid search fuses this many candidates from each side (tuned on SciFact train; see docs-quality.md).
+CANDIDATES = 50
+# Weight of the dense side in the fused score; the keyword side gets the rest.
+DENSE_WEIGHT = 0.6
 
 # Longer questions are cut here: the model reads at most a few hundred tokens anyway.
 MAX_QUESTION_CHARS = 4000
@@ -30,6 +47,12 @@ class Hit:
     end_line: int
     tags: list[str] = field(default_factory=list)
     id: str = ""
+    # BM25 score of the chunk for the question (None: no shared term, or keyword search not used).
+    keyword_score: float | None = None
+    # What ordered the hits: the similarity (dense), the BM25 score (bm25) or the fused score (hybrid).
+    rank_score: float = 0.0
+    # Where `score` falls among similarities of unrelated chunk pairs of this corpus (None: not calibrated).
+    percentile: float | None = None
 
     @property
     def location(self) -> str:
@@ -70,8 +93,12 @@ def search(
     k: int = 5,
     min_score: float | None = None,
     confident_score: float = 0.4,
+    mode: str = "dense",
+    keyword: KeywordIndex | None = None,
+    calibration: Calibration | None = None,
+    confident_percentile: float = 95.0,
 ) -> SearchResult:
-    """The `k` chunks most similar to `question`.
+    """The `k` chunks that best answer `question`.
 
     Args:
         store: the open store.
@@ -79,20 +106,80 @@ def search(
         question: free text; must not be empty.
         k: how many hits at most.
         min_score: drop hits whose cosine similarity is below this.
-        confident_score: the best hit must reach this for `confident` to be true.
+        confident_score: without a calibration, the best hit must reach this similarity for `confident`.
+        mode: "dense", "bm25" or "hybrid"; the last two need `keyword`.
+        keyword: the BM25 index of the same store.
+        calibration: the corpus's background similarities; gives each hit a percentile.
+        confident_percentile: with a calibration, the best hit's percentile must reach this for `confident`.
 
     Raises:
         EmptyQuestionError: the question is empty or white space.
+        ConfigError: an unknown mode, or a keyword mode without a keyword index.
     """
     text = clean_question(question)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    stored = store.query(embed_query(embedder, text), k=k)
-    hits = [to_hit(s) for s in stored]
-    confident = bool(hits) and hits[0].score >= confident_score
+    if mode not in SEARCH_MODES:
+        raise ConfigError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+    if mode != "dense" and keyword is None:
+        raise ConfigError(f"search mode {mode!r} needs the keyword index; open the store through KnowledgeBase")
+    vector = embed_query(embedder, text)
+    keyword_scores: dict[str, float] = {}
+    if mode == "dense":
+        similarity = store.nearest(vector, k=k)
+        ranking = dict(similarity)
+    elif mode == "bm25":
+        assert keyword is not None
+        keyword_scores = keyword.scores(text)
+        ranking = dict(_top(keyword_scores, k))
+        similarity = store.similarities(vector, list(ranking))
+    else:
+        assert keyword is not None
+        depth = max(k, CANDIDATES)
+        similarity = store.nearest(vector, k=depth)
+        keyword_scores = keyword.scores(text)
+        lexical = dict(_top(keyword_scores, depth))
+        missing = [i for i in lexical if i not in similarity]
+        similarity.update(store.similarities(vector, missing))
+        ranking = fuse(similarity, {i: keyword_scores.get(i, 0.0) for i in similarity}, dense_weight=DENSE_WEIGHT)
+    best = [i for i, _ in _top(ranking, k) if i in similarity]
+    hits = []
+    for chunk in store.get(best):
+        score = round(similarity[chunk.id], 6)
+        hits.append(
+            dataclasses.replace(
+                to_hit(chunk),
+                score=score,
+                keyword_score=round(keyword_scores[chunk.id], 4) if chunk.id in keyword_scores else None,
+                rank_score=round(ranking[chunk.id], 6),
+                percentile=None if calibration is None else calibration.percentile(score),
+            )
+        )
+    if calibration is not None and hits:
+        confident = max(h.percentile or 0.0 for h in hits) >= confident_percentile
+    else:
+        confident = bool(hits) and max(h.score for h in hits) >= confident_score
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     return SearchResult(question=question.strip(), confident=confident, hits=hits)
+
+
+def fuse(dense: dict[str, float], lexical: dict[str, float], *, dense_weight: float) -> dict[str, float]:
+    """A weighted sum of both scores, each min-max scaled to [0, 1] over the candidates (ids of `dense`)."""
+
+    def scaled(values: dict[str, float]) -> dict[str, float]:
+        low, high = min(values.values()), max(values.values())
+        span = high - low
+        return {i: (v - low) / span if span > 0 else 0.0 for i, v in values.items()}
+
+    if not dense:
+        return {}
+    d, s = scaled(dense), scaled(lexical)
+    return {i: dense_weight * d[i] + (1 - dense_weight) * s.get(i, 0.0) for i in dense}
+
+
+def _top(scores: dict[str, float], k: int) -> list[tuple[str, float]]:
+    return heapq.nlargest(k, scores.items(), key=lambda item: item[1])
 
 
 def to_hit(chunk: StoredChunk) -> Hit:

@@ -214,6 +214,41 @@ class Store:
             hits.append(_stored(chunk_id, meta or {}, text or "", similarity=1.0 - float(distance)))
         return hits
 
+    def nearest(self, vector: np.ndarray, *, k: int) -> dict[str, float]:
+        """Ids of the `k` nearest chunks and their cosine similarities, best first, without texts (cheaper)."""
+        count = self.count()
+        if k <= 0 or count == 0:
+            return {}
+        result = self.collection.query(
+            query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=min(k, count), include=["distances"]
+        )
+        return {i: 1.0 - float(d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)}
+
+    def similarities(self, vector: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+        """Cosine similarity of `vector` to each stored chunk in `ids` (stored vectors are unit length)."""
+        if not ids:
+            return {}
+        page = self.collection.get(ids=list(ids), include=["embeddings"])
+        if not len(page["ids"]):
+            return {}
+        matrix = np.asarray(page["embeddings"], dtype=np.float32)
+        values = matrix @ np.asarray(vector, dtype=np.float32)
+        return {i: float(v) for i, v in zip(page["ids"], values, strict=True)}
+
+    def sample_vectors(self, n: int, *, seed: int = 0) -> tuple[list[str], np.ndarray]:
+        """Up to `n` stored chunks drawn at random: their sources and their vectors."""
+        ids = self.collection.get(include=[])["ids"]
+        if not ids:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        chosen = [ids[i] for i in sorted(rng.choice(len(ids), size=min(n, len(ids)), replace=False))]
+        sources, vectors = [], []
+        for start in range(0, len(chosen), 1000):
+            page = self.collection.get(ids=chosen[start : start + 1000], include=["embeddings", "metadatas"])
+            sources.extend(str((m or {}).get("source", "")) for m in page["metadatas"])
+            vectors.extend(page["embeddings"])
+        return sources, np.asarray(vectors, dtype=np.float32)
+
     def get(self, ids: Sequence[str]) -> list[StoredChunk]:
         """Chunks by id, in the order asked, skipping ids the store does not hold."""
         if not ids:

@@ -1,0 +1,241 @@
+"""Retrieval benchmark on a BEIR folder, through the product's own pipeline.
+
+Each document becomes a Markdown note; `KnowledgeBase.sync` loads, chunks, embeds and stores them in a real
+Chroma store on disk; `KnowledgeBase.search` answers each query in every mode asked for. A document's score is
+its best chunk's. Prints nDCG@10, Recall@10, Recall@100 and MRR@10 (computed by ranx), ingest throughput, warm
+query latency and peak memory as a table, and everything as JSON.
+
+    python bench/retrieval.py --data ../shared/eval/scifact                  # the full run, for people
+    python bench/retrieval.py --data tests/fixtures/beir-tiny --limit 5      # a smoke slice
+    python bench/retrieval.py --data DIR --workdir /tmp/idx                  # keep the index; later runs reuse it
+
+One index per encoder is built once and queried in every mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from bench.beir import Beir, load_beir, take_slice, write_notes  # noqa: E402
+from rag.config import Config  # noqa: E402
+from rag.knowledge import KnowledgeBase  # noqa: E402
+
+METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
+MODES = ["dense", "bm25", "hybrid"]
+# Chunks asked for per query: documents have a few chunks each, and Recall@100 needs 100 documents.
+DEPTH = 300
+LATENCY_K = 5
+
+
+def available_encoders() -> list[str]:
+    """`fp32` always; `fast` when the library has an `encoder` setting that selects a faster embedder."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    return ["fp32", "fast"] if "encoder" in names else ["fp32"]
+
+
+def knowledge_base(config: Config, encoder: str) -> KnowledgeBase:
+    """The factory for each benchmarked encoder: the plain default, or the library's `encoder` setting."""
+    if encoder == "fp32":
+        return KnowledgeBase(config)
+    if encoder not in available_encoders():
+        raise SystemExit(f"encoder {encoder!r} is not available here; choose from {', '.join(available_encoders())}")
+    return KnowledgeBase(config.replace(encoder=encoder))
+
+
+class RememberingEmbedder:
+    """Wraps an embedder so each query is embedded once across modes; off while latency is timed."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.name = inner.name
+        self.max_tokens = inner.max_tokens
+        self.remember = False
+        self._seen: dict[str, object] = {}
+
+    def embed_batch(self, texts):  # type: ignore[no-untyped-def]
+        if not self.remember or len(texts) != 1:
+            return self.inner.embed_batch(texts)
+        if texts[0] not in self._seen:
+            self._seen[texts[0]] = self.inner.embed_batch(texts)
+        return self._seen[texts[0]]
+
+    def count_tokens(self, texts):  # type: ignore[no-untyped-def]
+        return self.inner.count_tokens(texts)
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux: the process's peak resident memory so far.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def ingest(kb: KnowledgeBase, workdir: Path, encoder: str) -> dict:
+    """Sync the notes; a reused index keeps the throughput measured when it was built."""
+    record = workdir / f"ingest-{encoder}.json"
+    kb.embedder.embed_batch(["load the model before the clock starts"])
+    started = time.perf_counter()
+    report = kb.sync(progress=sys.stderr.isatty(), wait=600)
+    seconds = time.perf_counter() - started
+    embedded = report.added + report.updated
+    if embedded == 0 and record.exists():
+        figures = json.loads(record.read_text())
+        figures["reused"] = True
+        return figures
+    figures = {
+        "notes": report.notes,
+        "chunks": report.chunks,
+        "seconds": round(seconds, 2),
+        "notes_per_s": round(embedded / seconds, 2) if seconds else None,
+        "chunks_per_s": round(report.chunks / seconds, 2) if seconds and embedded == report.notes else None,
+        "skipped": len(report.skipped),
+        "reused": False,
+    }
+    record.write_text(json.dumps(figures))
+    return figures
+
+
+def run_queries(kb: KnowledgeBase, beir: Beir, sources: dict[str, str], *, mode: str, depth: int) -> dict:
+    """query id -> {doc id: score}; a document's score is its best chunk's ranking score."""
+    run: dict[str, dict[str, float]] = {}
+    for qid, text in beir.queries.items():
+        result = kb.search(text, k=depth, mode=mode)
+        docs: dict[str, float] = {}
+        for hit in result.hits:
+            doc = sources.get(hit.source)
+            value = float(getattr(hit, "rank_score", hit.score))
+            if doc is not None and value > docs.get(doc, float("-inf")):
+                docs[doc] = value
+        # ranx wants at least one scored document per query.
+        run[qid] = docs or {"__none__": 0.0}
+    return run
+
+
+def evaluate(beir: Beir, run: dict) -> dict[str, float]:
+    from ranx import Qrels, Run
+    from ranx import evaluate as ranx_evaluate
+
+    scores = ranx_evaluate(Qrels(beir.qrels), Run(run), METRICS, make_comparable=True)
+    return {m: round(float(scores[m]), 4) for m in METRICS}
+
+
+def latency(kb: KnowledgeBase, beir: Beir, *, mode: str, limit: int, repeats: int = 1) -> dict[str, float]:
+    """Warm per-query time of a user's search (k=5) through the library, after one untimed warm-up."""
+    questions = list(beir.queries.values())[:limit]
+    kb.search(questions[0], k=LATENCY_K, mode=mode)
+    times = []
+    for _ in range(repeats):
+        for question in questions:
+            started = time.perf_counter()
+            kb.search(question, k=LATENCY_K, mode=mode)
+            times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(p95, 2)}
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    beir = load_beir(args.data, args.split)
+    if args.limit:
+        beir = take_slice(beir, limit=args.limit, distractors=args.distractors)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rag-bench-"))
+    sources = write_notes(beir.corpus, workdir / "knowledge")
+    result = {
+        "data": str(args.data),
+        "split": args.split,
+        "queries": len(beir.queries),
+        "documents": len(beir.corpus),
+        "chunk_tokens": args.chunk_tokens,
+        "overlap_tokens": args.overlap_tokens,
+        "runs": [],
+    }
+    for encoder in args.encoders:
+        config = Config(
+            knowledge_dir=workdir / "knowledge",
+            db_dir=workdir / f"db-{encoder}-{args.chunk_tokens}-{args.overlap_tokens}",
+            chunk_tokens=args.chunk_tokens,
+            overlap_tokens=args.overlap_tokens,
+        )
+        plain = knowledge_base(config, encoder)
+        memo = RememberingEmbedder(plain.embedder)
+        kb = KnowledgeBase(plain.config, embedder=memo)
+        print(f"[{encoder}] syncing {len(beir.corpus)} notes into {config.db_dir}", file=sys.stderr)
+        figures = ingest(kb, workdir, f"{encoder}-{args.chunk_tokens}-{args.overlap_tokens}")
+        print(f"[{encoder}] ingest {figures}", file=sys.stderr)
+        for mode in args.modes:
+            started = time.perf_counter()
+            memo.remember = True
+            run = run_queries(kb, beir, sources, mode=mode, depth=args.depth)
+            memo.remember = False
+            metrics = evaluate(beir, run)
+            row = {
+                "encoder": encoder,
+                "mode": mode,
+                **metrics,
+                "ingest_chunks_per_s": figures.get("chunks_per_s"),
+                "ingest_notes_per_s": figures.get("notes_per_s"),
+                **latency(kb, beir, mode=mode, limit=args.latency_queries),
+                "eval_seconds": round(time.perf_counter() - started, 1),
+                "peak_rss_mb": peak_rss_mb(),
+            }
+            print(f"[{encoder}] {mode}: {metrics}", file=sys.stderr)
+            result["runs"].append(row)
+        result.setdefault("ingest", {})[encoder] = figures
+    return result
+
+
+def table(result: dict) -> str:
+    columns = ["encoder", "mode", *METRICS, "ingest_chunks_per_s", "p50_ms", "p95_ms", "peak_rss_mb"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in result["runs"]:
+        lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    parser.add_argument("--split", default="test", help="qrels file to score against (default test)")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N queries (a quick slice)")
+    parser.add_argument("--distractors", type=int, default=200, help="with --limit: unjudged documents to add")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma list of dense, bm25, hybrid")
+    parser.add_argument("--encoders", default=",".join(available_encoders()), help="comma list, e.g. fp32,fast")
+    parser.add_argument("--workdir", help="keep notes and index here and reuse them (default: a temp folder)")
+    parser.add_argument("--chunk-tokens", type=int, default=Config.chunk_tokens)
+    parser.add_argument("--overlap-tokens", type=int, default=Config.overlap_tokens)
+    parser.add_argument("--depth", type=int, default=DEPTH, help="chunks retrieved per query for the metrics")
+    parser.add_argument("--latency-queries", type=int, default=100, help="queries timed per mode (k=5)")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON result here")
+    args = parser.parse_args(argv)
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(args.modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
+    args.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = benchmark(args)
+    print(table(result))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Keyword search: a BM25 index (bm25s) over the same chunks the store holds, kept in step with it.
+
+The index is built from the texts already in Chroma (title, heading path and chunk text, as embedded), so it
+needs no model. It is saved in a local folder with a fingerprint of the store's chunk ids and note hashes; a
+process that opens a store whose fingerprint matches loads it from disk instead of rebuilding. The same holds
+for a Chroma server: the cache is local, one folder per server and collection. This module does not fuse
+rankings; `rag.retrieve` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from rag.chunk import context_line
+from rag.store import Store
+
+# BM25 parameters of Anserini's BEIR baselines (k1=0.9, b=0.4), which suit short passages.
+K1 = 0.9
+B = 0.4
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class KeywordHit:
+    """A chunk id and its BM25 score for one question (higher is better; not comparable across questions)."""
+
+    id: str
+    score: float
+
+
+def keyword_text(title: str, heading: str, text: str) -> str:
+    """The text indexed for a chunk: the same as the embedded text."""
+    return context_line(title, heading) + "\n\n" + text
+
+
+def cache_dir(db_dir: Path, *, collection: str, chroma_url: str | None = None) -> Path:
+    """The local folder of one collection's derived data (keyword index, calibration).
+
+    Beside an embedded store; for a Chroma server, under the local db folder, one folder per server and collection.
+    """
+    if chroma_url:
+        server = re.sub(r"[^A-Za-z0-9]+", "-", chroma_url).strip("-")
+        return Path(db_dir) / "derived" / f"{server}--{collection}"
+    return Path(db_dir) / "derived" / collection
+
+
+def fingerprint(pairs: Iterable[tuple[str, str]]) -> str:
+    """A digest of (chunk id, note hash) pairs: equal exactly when the store holds the same chunks."""
+    digest = hashlib.sha256()
+    for chunk_id, note_hash in sorted(pairs):
+        digest.update(f"{chunk_id}\t{note_hash}\n".encode())
+    return digest.hexdigest()
+
+
+def store_pairs(store: Store) -> dict[str, str]:
+    """chunk id -> note hash for every chunk in the store (metadata only, no texts or vectors)."""
+    return {c.id: c.note_hash for c in store.iter_chunks()}
+
+
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def tokenize(texts: list[str], stemmer: Any) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
+
+
+class KeywordIndex:
+    """BM25 over a store's chunks. Use `KeywordIndex.open`, which loads or rebuilds as needed."""
+
+    def __init__(self, retriever: Any, ids: list[str], note_hashes: list[str], digest: str) -> None:
+        self.retriever = retriever
+        self.ids = ids
+        self.note_hashes = dict(zip(ids, note_hashes, strict=True))
+        self.fingerprint = digest
+        self._stemmer = _stemmer()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def open(cls, store: Store, folder: Path, *, pairs: dict[str, str] | None = None) -> tuple[KeywordIndex, bool]:
+        """The index for `store`'s current chunks: loaded from `folder` when its fingerprint matches, else rebuilt.
+
+        Returns:
+            The index and whether it was rebuilt.
+        """
+        pairs = store_pairs(store) if pairs is None else pairs
+        digest = fingerprint(pairs.items())
+        loaded = cls._load(Path(folder), digest)
+        if loaded is not None:
+            return loaded, False
+        index = cls.build(store, digest)
+        index.save(Path(folder))
+        return index, True
+
+    @classmethod
+    def build(cls, store: Store, digest: str) -> KeywordIndex:
+        """Tokenise every stored chunk's text and index it; no embedding model is involved."""
+        import bm25s
+
+        ids, hashes, texts = [], [], []
+        for chunk in store.iter_chunks(with_text=True):
+            ids.append(chunk.id)
+            hashes.append(chunk.note_hash)
+            texts.append(keyword_text(chunk.title, chunk.heading, chunk.text))
+        retriever = bm25s.BM25(k1=K1, b=B)
+        if texts:
+            retriever.index(tokenize(texts, _stemmer()), show_progress=False)
+        return cls(retriever, ids, hashes, digest)
+
+    def save(self, folder: Path) -> None:
+        """Write the index and its fingerprint; the folder is replaced whole, so readers never see half of it."""
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+        try:
+            if self.ids:
+                self.retriever.save(str(staging), show_progress=False)
+            meta = {"format": _FORMAT, "fingerprint": self.fingerprint, "ids": self.ids}
+            meta["note_hashes"] = [self.note_hashes[i] for i in self.ids]
+            (staging / "chunks.json").write_text(json.dumps(meta))
+            if folder.exists():
+                shutil.rmtree(folder)
+            staging.rename(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _load(cls, folder: Path, digest: str) -> KeywordIndex | None:
+        """The saved index if it matches `digest`; None when missing, stale or unreadable (then it is rebuilt)."""
+        try:
+            meta = json.loads((folder / "chunks.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("format") != _FORMAT or meta.get("fingerprint") != digest:
+            return None
+        import bm25s
+
+        retriever = bm25s.BM25(k1=K1, b=B)
+        if meta["ids"]:
+            try:
+                retriever = bm25s.BM25.load(str(folder), mmap=False, show_progress=False)
+            except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
+                return None
+        return cls(retriever, meta["ids"], meta["note_hashes"], digest)
+
+    def scores(self, question: str) -> dict[str, float]:
+        """BM25 score of every chunk sharing a term with `question`, by chunk id."""
+        if not self.ids:
+            return {}
+        vocab = self.retriever.vocab_dict
+        tokens = [t for t in tokenize([question], self._stemmer)[0] if t in vocab]
+        if not tokens:
+            return {}
+        values = self.retriever.get_scores(tokens)
+        (positive,) = np.nonzero(values > 0)
+        return {self.ids[int(i)]: float(values[i]) for i in positive}
+
+    def search(self, question: str, *, k: int) -> list[KeywordHit]:
+        """The `k` best chunks by BM25, best first; chunks sharing no term with the question are left out."""
+        scores = self.scores(question)
+        best = heapq.nlargest(k, scores.items(), key=lambda item: item[1]) if k > 0 else []
+        return [KeywordHit(chunk_id, score) for chunk_id, score in best]

@@ -1,0 +1,166 @@
+"""Hybrid search: BM25 kept in step with Chroma through syncs and restarts, fused ranking, cosine scores shown."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.calibrate import Calibration, background
+from rag.chunk import context_line
+from rag.config import Config
+from rag.errors import ConfigError
+from rag.keyword import KeywordIndex
+from rag.knowledge import KnowledgeBase
+from rag.retrieve import fuse
+
+pytestmark = pytest.mark.slow
+
+
+def note(path: Path, title: str, body: str) -> None:
+    path.write_text(f"---\ntitle: {title}\n---\n\n{body}\n", encoding="utf-8")
+
+
+def ids_for(kb: KnowledgeBase, question: str, mode: str = "bm25") -> list[str]:
+    return [h.id for h in kb.search(question, k=5, mode=mode).hits]
+
+
+def test_keyword_side_follows_add_change_delete_and_restart(config: Config, embedder) -> None:
+    kb = KnowledgeBase(config, embedder=embedder)
+    kb.sync()
+    assert ids_for(kb, "zorblatt quenching") == []
+    extra = config.knowledge_dir / "zorblatt.md"
+    note(extra, "Zorblatt", "The zorblatt quenching method cools forged blades in whale oil.")
+    kb.sync()
+    assert ids_for(kb, "zorblatt quenching")[0] == "zorblatt.md#0"
+
+    note(extra, "Blade cooling", "Forged blades are now cooled in brine by the flimflam process.")
+    kb.sync()
+    assert ids_for(kb, "zorblatt quenching") == []
+    assert ids_for(kb, "flimflam")[0] == "zorblatt.md#0"
+
+    # A new process over the same store loads the saved index instead of rebuilding it.
+    saved = kb.cache_dir / "bm25" / "chunks.json"
+    before = saved.stat().st_mtime_ns
+    fresh = KnowledgeBase(config, embedder=embedder)
+    assert ids_for(fresh, "flimflam")[0] == "zorblatt.md#0"
+    assert saved.stat().st_mtime_ns == before
+    _, rebuilt = KeywordIndex.open(fresh.store, fresh.cache_dir / "bm25")
+    assert rebuilt is False
+
+    extra.unlink()
+    fresh.sync()
+    assert ids_for(fresh, "flimflam") == []
+    assert saved.stat().st_mtime_ns != before
+
+
+def test_stale_cache_is_rebuilt_from_the_store_texts(config: Config, embedder) -> None:
+    kb = KnowledgeBase(config, embedder=embedder)
+    kb.sync()
+    folder = kb.cache_dir / "bm25"
+    kb.keyword_index()
+    (folder / "chunks.json").write_text('{"format": 1, "fingerprint": "old", "ids": [], "note_hashes": []}')
+    index, rebuilt = KeywordIndex.open(kb.store, folder)
+    assert rebuilt is True
+    assert len(index) == kb.store.count()
+
+
+def test_hybrid_hits_show_cosine_similarity_and_keyword_score(config: Config, embedder) -> None:
+    kb = KnowledgeBase(config, embedder=embedder)
+    kb.sync()
+    question = "How does BM25 weigh rare terms?"
+    result = kb.search(question, k=5, mode="hybrid")
+    assert result.hits
+    q = embedder.embed_batch([question])[0]
+    for hit in result.hits:
+        chunk_vector = embedder.embed_batch([context_line(hit.title, hit.heading) + "\n\n" + hit.text])[0]
+        assert hit.score == pytest.approx(float(q @ chunk_vector), abs=1e-3)
+        assert 0.0 <= hit.percentile <= 100.0
+    assert [h.rank_score for h in result.hits] == sorted((h.rank_score for h in result.hits), reverse=True)
+    assert any(h.keyword_score for h in result.hits)
+    assert result.hits[0].source == "hybrid-search-bm25.md"
+    assert kb.search(question, k=5, mode="dense").hits[0].keyword_score is None
+    with pytest.raises(ConfigError, match="unknown search mode"):
+        kb.search(question, mode="fuzzy")
+
+
+def test_confidence_comes_from_the_corpus_calibration(config: Config, embedder) -> None:
+    kb = KnowledgeBase(config, embedder=embedder)
+    kb.sync()
+    assert (kb.cache_dir / "calibration.json").exists()
+    assert kb.search("what is cosine similarity?").confident
+    off_topic = kb.search("Does vitamin D supplementation reduce hip fractures in elderly women?")
+    assert not off_topic.confident
+    assert max(h.percentile for h in off_topic.hits) < 95.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_keyword_cache_is_local_and_keyed_for_a_chroma_server(tmp_path: Path, knowledge: Path, embedder) -> None:
+    port = free_port()
+    chroma = Path(sys.executable).with_name("chroma")
+    server = subprocess.Popen(
+        [str(chroma), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        config = Config(knowledge_dir=knowledge, db_dir=tmp_path / "local", chroma_url=url)
+        kb = KnowledgeBase(config, embedder=embedder)
+        kb.sync()
+        assert ids_for(kb, "reciprocal rank fusion", mode="hybrid")
+        assert "127-0-0-1" in kb.cache_dir.name and kb.cache_dir.name.endswith("--knowledge")
+        assert (kb.cache_dir / "bm25" / "chunks.json").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_fuse_scales_each_side_and_weights_them() -> None:
+    dense = {"a": 0.9, "b": 0.5, "c": 0.1}
+    lexical = {"a": 0.0, "b": 10.0, "c": 5.0}
+    assert fuse(dense, lexical, dense_weight=1.0) == {"a": 1.0, "b": 0.5, "c": 0.0}
+    fused = fuse(dense, lexical, dense_weight=0.5)
+    assert max(fused, key=fused.get) == "b"
+    assert fuse({}, {}, dense_weight=0.5) == {}
+
+
+def test_calibration_percentile_and_staleness() -> None:
+    vectors = np.eye(3, dtype=np.float32)
+    assert background(["a", "a", "b"], vectors).tolist() == [0.0, 0.0]
+    cal = Calibration(quantiles=list(np.linspace(-0.1, 0.5, 1001)), pairs=100, chunks=5000)
+    assert cal.percentile(-1.0) == 0.0
+    assert cal.percentile(0.2) == pytest.approx(50.0, abs=0.1)
+    assert cal.percentile(0.9) == 100.0
+    assert not cal.stale(5200) and cal.stale(5600)
+    small = Calibration(quantiles=[0.0, 1.0], pairs=10, chunks=40)
+    assert small.stale(41) and not small.stale(40)
+
+
+def test_terminal_output_shows_the_percentile_and_why_not_confident() -> None:
+    from rag.cli import format_result
+    from rag.retrieve import Hit, SearchResult
+
+    hit = Hit(score=0.31, text="body", source="a.md", title="A", heading="", start_line=1, end_line=2, percentile=42.0)
+    text = format_result(SearchResult(question="q", confident=False, hits=[hit]), confident_score=0.4)
+    assert "beats only 42.0% of unrelated pairs" in text
+    assert "[1] 0.31 (p42.0)  A" in text
