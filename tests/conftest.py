@@ -67,8 +67,6 @@ def indexed_config(tmp_path: Path, knowledge: Path, starter_db: Path) -> Config:
     return Config(knowledge_dir=knowledge, db_dir=db)
 
 
-
-
 def free_port() -> int:
     """A TCP port on the loopback that nothing listens on right now."""
     import socket

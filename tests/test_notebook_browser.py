@@ -23,18 +23,11 @@ from typing import Iterator
 import httpx
 import pytest
 
+from .web_fixtures import launch_chromium
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "demo" / "notebook.ipynb"
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,8 +41,6 @@ def free_port() -> int:
 @pytest.fixture
 def lab(tmp_path: Path, knowledge: Path, starter_db: Path) -> Iterator[tuple[str, Path]]:
     """A running JupyterLab serving a copy of the example notebook; yields its URL with token and the notes."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed; run `make browser`")
     root, config, ipython = tmp_path / "lab", tmp_path / "jupyter-config", tmp_path / "ipython"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / "notebook.ipynb")
@@ -112,7 +103,7 @@ def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -
 
     url, knowledge = lab
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(url)

@@ -23,6 +23,23 @@ from rag.config import Config
 from rag.knowledge import KnowledgeBase
 
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
+CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium, headless and quiet: no background connections on a machine without internet.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Debian's Chromium through Playwright; a missing browser fails the test, it never skips it."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is not installed at /usr/bin/chromium; run `make browser`")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
 class ServerThread:
