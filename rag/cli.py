@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--knowledge", metavar="DIR", help="knowledge folder (RAG_KNOWLEDGE_DIR; default knowledge)")
     common.add_argument("--db", metavar="DIR", help="embedded Chroma folder (RAG_DB_DIR; default .chroma)")
     common.add_argument("--model", help="sentence-transformers model name or path (RAG_MODEL)")
-    common.add_argument("--chroma-url", metavar="URL", help="use a Chroma server, e.g. http://127.0.0.1:8000 (RAG_CHROMA_URL)")
+    common.add_argument(
+        "--chroma-url", metavar="URL", help="use a Chroma server, e.g. http://127.0.0.1:8000 (RAG_CHROMA_URL)"
+    )
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     parser = argparse.ArgumentParser(prog="python -m rag", description="Index Markdown notes and ask them questions.")
@@ -39,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--min-score", type=float, metavar="X", help="drop hits with a cosine similarity below X")
     ask.add_argument("--batch", metavar="FILE", help="one question per line ('-' for stdin); prints JSON lines")
 
-    add = commands.add_parser("add-note", parents=[common], help="write a new note into the knowledge folder and index it")
+    add = commands.add_parser(
+        "add-note", parents=[common], help="write a new note into the knowledge folder and index it"
+    )
     add.add_argument("--title", required=True)
     add.add_argument("--tags", default="", help="comma-separated tags")
     add.add_argument("--text", help="the Markdown body (read from stdin when absent)")
@@ -142,7 +146,12 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
             return 0
         if not question.strip():
             continue
-        print(format_result(kb.search(question, k=args.k, min_score=args.min_score), confident_score=kb.config.confident_score), file=out)
+        print(
+            format_result(
+                kb.search(question, k=args.k, min_score=args.min_score), confident_score=kb.config.confident_score
+            ),
+            file=out,
+        )
 
 
 def _add_note(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -164,7 +173,9 @@ def _status(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
     for f in status.files:
         detail = f" ({f.reason})" if f.reason else ""
         print(f"{f.state:<8} {f.path}  {f.chunks} chunks{detail}", file=out)
-    counts = {s: sum(1 for f in status.files if f.state == s) for s in ("indexed", "stale", "new", "deleted", "skipped")}
+    counts = {
+        s: sum(1 for f in status.files if f.state == s) for s in ("indexed", "stale", "new", "deleted", "skipped")
+    }
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     print(f"\n{status.notes} notes, {status.chunks} chunks ({summary or 'no files'})", file=out)
     print(f"model: {status.model}\ndatabase: {status.db}\nknowledge: {status.knowledge}", file=out)
@@ -183,7 +194,9 @@ def format_result(result: SearchResult, *, confident_score: float) -> str:
             "in this corpus); nearest chunks:\n"
         )
     elif not result.confident:
-        lines.append(f"No confident match (best score {best.score:.2f} is under {confident_score:.2f}); nearest chunks:\n")
+        lines.append(
+            f"No confident match (best score {best.score:.2f} is under {confident_score:.2f}); nearest chunks:\n"
+        )
     for rank, hit in enumerate(result.hits, 1):
         heading = f" > {hit.heading}" if hit.heading else ""
         percentile = f" (p{hit.percentile:.1f})" if hit.percentile is not None else ""

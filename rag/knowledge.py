@@ -158,12 +158,19 @@ class KnowledgeBase:
             confident_percentile=self.config.confident_percentile,
         )
 
-    def add_note(self, title: str, body: str, *, tags: Sequence[str] = (), name: str | None = None, sync: bool = True) -> NewNote:
+    def add_note(
+        self, title: str, body: str, *, tags: Sequence[str] = (), name: str | None = None, sync: bool = True
+    ) -> NewNote:
         """Write a new note into the knowledge folder and, by default, index it at once."""
         if self.config.read_only:
             raise NoteWriteError("this knowledge base is read-only; restart without --read-only to add notes")
         note = write_note(
-            self.config.knowledge_dir, title=title, body=body, tags=tags, name=name, max_bytes=self.config.max_note_bytes
+            self.config.knowledge_dir,
+            title=title,
+            body=body,
+            tags=tags,
+            name=name,
+            max_bytes=self.config.max_note_bytes,
         )
         if sync:
             self.sync()

@@ -12,7 +12,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import frontmatter
 import ftfy
@@ -78,10 +78,14 @@ def read_bytes(path: Path, rel: str, *, max_bytes: int) -> bytes:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
             # A named pipe would block the read forever, a device never ends; neither is a note.
-            raise SkipNote(rel, "is not a regular file (a folder, pipe or device named like a note); rename or remove it")
+            raise SkipNote(
+                rel, "is not a regular file (a folder, pipe or device named like a note); rename or remove it"
+            )
         size = info.st_size
         if size > max_bytes:
-            raise SkipNote(rel, f"file is {size:,} bytes, over the limit of {max_bytes:,}; split it or raise RAG_MAX_FILE_BYTES")
+            raise SkipNote(
+                rel, f"file is {size:,} bytes, over the limit of {max_bytes:,}; split it or raise RAG_MAX_FILE_BYTES"
+            )
         raw = path.read_bytes()
     except SkipNote:
         raise
@@ -103,9 +107,7 @@ def parse_note(rel: str, raw: bytes) -> Note:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SkipNote(
-            rel, f"is not valid UTF-8 (byte {exc.start}); re-save it as UTF-8"
-        ) from None
+        raise SkipNote(rel, f"is not valid UTF-8 (byte {exc.start}); re-save it as UTF-8") from None
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = ftfy.fix_text(_LOST_CLOSING_QUOTE.sub("â€\x9d", text), _FTFY)
     if not text.strip():
@@ -176,7 +178,7 @@ def _tags(value: object, rel: str, warnings: list[str]) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        items: list[object] = value.split(",")
+        items: list[Any] = value.split(",")
     elif isinstance(value, list):
         items = value
     else:

@@ -148,7 +148,7 @@ class Store:
             if not ids:
                 return
             documents = page.get("documents") or [""] * len(ids)
-            for chunk_id, meta, text in zip(ids, page["metadatas"], documents):
+            for chunk_id, meta, text in zip(ids, page["metadatas"], documents, strict=True):
                 yield _stored(chunk_id, meta or {}, text or "")
             offset += len(ids)
 
@@ -162,7 +162,7 @@ class Store:
             page = self.collection.get(limit=_PAGE, offset=offset, include=["metadatas"])
             if not page["ids"]:
                 break
-            for chunk_id, meta in zip(page["ids"], page["metadatas"]):
+            for chunk_id, meta in zip(page["ids"], page["metadatas"], strict=True):
                 meta = meta or {}
                 source = str(meta.get("source", ""))
                 ids.setdefault(source, set()).add(chunk_id)
@@ -208,7 +208,7 @@ class Store:
         )
         hits = []
         for chunk_id, text, meta, distance in zip(
-            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
+            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
         ):
             # Chroma's cosine space stores distance = 1 - cosine similarity; this is the only conversion.
             hits.append(_stored(chunk_id, meta or {}, text or "", similarity=1.0 - float(distance)))
@@ -242,7 +242,8 @@ class Store:
             return [], np.zeros((0, 0), dtype=np.float32)
         rng = np.random.default_rng(seed)
         chosen = [ids[i] for i in sorted(rng.choice(len(ids), size=min(n, len(ids)), replace=False))]
-        sources, vectors = [], []
+        sources: list[str] = []
+        vectors: list[Any] = []
         for start in range(0, len(chosen), 1000):
             page = self.collection.get(ids=chosen[start : start + 1000], include=["embeddings", "metadatas"])
             sources.extend(str((m or {}).get("source", "")) for m in page["metadatas"])
@@ -254,7 +255,10 @@ class Store:
         if not ids:
             return []
         page = self.collection.get(ids=list(ids), include=["metadatas", "documents"])
-        found = {i: _stored(i, m or {}, d or "") for i, m, d in zip(page["ids"], page["metadatas"], page["documents"])}
+        found = {
+            i: _stored(i, m or {}, d or "")
+            for i, m, d in zip(page["ids"], page["metadatas"], page["documents"], strict=True)
+        }
         return [found[i] for i in ids if i in found]
 
 

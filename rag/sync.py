@@ -105,7 +105,9 @@ def sync_folder(
                 unchanged += 1
                 continue
             note = parse_note(rel, raw)
-            chunks = chunk_note(note, count_tokens=embedder.count_tokens, max_tokens=budget, overlap_tokens=overlap_tokens)
+            chunks = chunk_note(
+                note, count_tokens=embedder.count_tokens, max_tokens=budget, overlap_tokens=overlap_tokens
+            )
             if not chunks:
                 raise SkipNote(rel, "has no text besides its front matter; write a body or delete it")
         except SkipNote as exc:
@@ -156,9 +158,13 @@ def folder_status(root: Path, store: Store, *, max_file_bytes: int) -> list[File
         if state is None:
             result.append(FileStatus(rel, "new", "not indexed yet; run `python -m rag index`"))
         else:
-            result.append(FileStatus(rel, "stale", "changed since the last sync; run `python -m rag index`", len(state.chunk_ids)))
+            result.append(
+                FileStatus(rel, "stale", "changed since the last sync; run `python -m rag index`", len(state.chunk_ids))
+            )
     for rel in sorted(set(states) - seen):
-        result.append(FileStatus(rel, "deleted", "file is gone; the next sync removes its chunks", len(states[rel].chunk_ids)))
+        result.append(
+            FileStatus(rel, "deleted", "file is gone; the next sync removes its chunks", len(states[rel].chunk_ids))
+        )
     return result
 
 

@@ -80,7 +80,9 @@ def write_note(
         raise NoteWriteError("the note is empty; write some text in its body")
     size = len(body.encode("utf-8"))
     if size > max_bytes:
-        raise NoteWriteError(f"the note is {size:,} bytes, over the limit of {max_bytes:,}; split it into smaller notes")
+        raise NoteWriteError(
+            f"the note is {size:,} bytes, over the limit of {max_bytes:,}; split it into smaller notes"
+        )
     rel = note_name(title, name)
     folder = Path(folder)
     target = folder / rel
