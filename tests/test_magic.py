@@ -56,7 +56,9 @@ def test_line_magic_returns_scored_sources_that_display_as_a_table(shell) -> Non
     result = shell.run_cell("%ask -k 3 what's the cosine of the angle between two vectors?").result
     assert isinstance(result, SearchResult) and len(result.hits) == 3
     assert result.hits[0].source == "cosine-similarity.md"
-    assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+    # Hybrid ranking orders by the fused rank score; the score shown stays the cosine similarity.
+    assert [h.rank_score for h in result.hits] == sorted((h.rank_score for h in result.hits), reverse=True)
+    assert all(-1 <= h.score <= 1 for h in result.hits)
     html = result._repr_html_()
     assert "cosine-similarity.md:" in html and f"{result.hits[0].score:.3f}" in html
 

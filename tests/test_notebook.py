@@ -109,7 +109,8 @@ def test_results_show_scored_sources(
     html = html_of(cell_with(executed, cell_text))
     scores = scores_in(html)
     assert len(scores) == 3 or (len(scores) == 5 and "chat.ask" in cell_text)
-    assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    # Shown scores are cosine similarities; hybrid ranking need not order them.
+    assert all(0 < s <= 1 for s in scores)
     assert "<table" in html and "width:" in html
     locations = re.findall(r"<code>([\w./-]+\.md:\d+(?:-\d+)?)</code>", html)
     assert len(locations) == len(scores)

@@ -121,7 +121,7 @@ def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -
             ask(page, "What is one-hot encoding and why is it sparse?")
             first_location(page, "one-hot-vs-dense.md:")
             scores = [float(s) for s in widget.locator("[data-role=score]").all_inner_texts()]
-            assert len(scores) == 5 and scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 1
+            assert len(scores) == 5 and all(0 < s <= 1 for s in scores)
             titles = widget.locator("[data-role=title]").all_inner_texts()
             assert titles[0] and widget.locator("[data-role=heading]").count() >= 1
             assert "score" in widget.locator("[data-role=answer]").inner_text()

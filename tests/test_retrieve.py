@@ -37,9 +37,12 @@ def test_scores_are_cosine_similarities_sorted_best_first(
     kb: KnowledgeBase, embedder: SentenceTransformerEmbedder
 ) -> None:
     question = "cosine similarity versus dot product"
-    result = kb.search(question, k=8)
+    result = kb.search(question, k=8, mode="dense")
     scores = [h.score for h in result.hits]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    hybrid = kb.search(question, k=8, mode="hybrid")
+    ranks = [h.rank_score for h in hybrid.hits]
+    assert ranks == sorted(ranks, reverse=True) and all(-1 <= h.score <= 1 for h in hybrid.hits)
     # The score is exactly the cosine between the question's and the chunk's embedding texts.
     chunks = {c.id: c for c in kb.store.iter_chunks(with_text=True)}
     top = result.hits[0]

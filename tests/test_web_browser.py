@@ -79,8 +79,8 @@ def test_question_shows_answer_and_a_score_beside_each_source(page, live_chat: L
     assert len(cards) == 5
     assert all(SCORE.match(c["score"]) for c in cards), cards
     assert cards[0]["source"] == "cosine-similarity.md"
-    scores = [float(c["score"]) for c in cards]
-    assert scores == sorted(scores, reverse=True)
+    # The shown score is the cosine similarity; the order is the hybrid ranking, which it need not follow.
+    assert all(0 < float(c["score"]) <= 1 for c in cards)
     answer = last_answer(page)
     assert "[1]" in answer or "[2]" in answer
     assert "Sources" in answer and cards[0]["score"] in answer

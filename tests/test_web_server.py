@@ -30,7 +30,7 @@ def test_search_api_returns_the_cli_json_shape(live_chat: LiveChat) -> None:
     assert [h["score"] for h in data["hits"]] == pytest.approx([h["score"] for h in expected["hits"]])
     assert data["confident"] is True and len(data["hits"]) == 3
     for h in data["hits"]:
-        assert set(h) == HIT_KEYS and isinstance(h["score"], float)
+        assert set(h) >= HIT_KEYS and isinstance(h["score"], float)
     assert data["hits"][0]["source"] == "cosine-similarity.md"
 
 
@@ -106,7 +106,7 @@ def test_gradio_client_round_trip(live_chat: LiveChat) -> None:
     client = Client(live_chat.url, verbose=False)
     data = client.predict("How does hybrid search combine BM25 with embeddings?", 3, None, api_name="/ask")
     assert data["confident"] is True and len(data["hits"]) == 3
-    assert all(isinstance(h["score"], float) and set(h) == HIT_KEYS for h in data["hits"])
+    assert all(isinstance(h["score"], float) and set(h) >= HIT_KEYS for h in data["hits"])
     assert data["hits"][0]["source"] == "hybrid-search-bm25.md"
     assert "[1]" in data["answer"] and "**Sources**" in data["answer"]
     assert data["passages"] and all(p["source_number"] >= 1 for p in data["passages"])
