@@ -107,8 +107,12 @@ def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(url)
+            # Focus the notebook (a dialog or the launcher may hold the focus at first), then wait for its kernel.
+            page.locator(".jp-Notebook").first.wait_for(timeout=180_000)
+            page.locator(".jp-Notebook").first.click()
             page.wait_for_function(
-                "() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+                "() => ['idle', 'busy'].includes("
+                "window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status)",
                 timeout=180_000,
             )
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")

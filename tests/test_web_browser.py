@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from playwright.sync_api import expect
 
 from .web_fixtures import LiveChat, launch_chromium, wait_for
 
@@ -97,6 +98,9 @@ def test_top_k_control_changes_the_number_of_sources(page) -> None:  # type: ign
     slider = page.locator("#rag-topk input[type=number]")
     slider.fill("2")
     slider.press("Enter")
+    slider.blur()
+    # The number box and the slider share one value; once the slider shows 2 the app has it too.
+    expect(page.locator("#rag-topk input[type=range]")).to_have_value("2")
     cards = ask(page, "How are word2vec vectors trained?")
     assert len(cards) == 2 and cards[0]["source"] == "word2vec.md"
 
