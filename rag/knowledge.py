@@ -93,6 +93,7 @@ class KnowledgeBase:
                 max_file_bytes=self.config.max_file_bytes,
                 rebuilt=self._rebuilt,
                 progress=progress,
+                journal=self.cache_dir / "sync-journal.json",
             )
             self._rebuilt = None
             if report.added or report.updated:

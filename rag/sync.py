@@ -7,6 +7,8 @@ at any point leaves notes the next sync sees as incomplete and redoes. It does n
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -73,6 +75,7 @@ def sync_folder(
     max_file_bytes: int,
     rebuilt: str | None = None,
     progress: bool = False,
+    journal: Path | None = None,
 ) -> SyncReport:
     """Bring `store` in line with the notes under `root`.
 
@@ -85,11 +88,15 @@ def sync_folder(
         max_file_bytes: larger files are skipped.
         rebuilt: why the store was just emptied, if it was; passed through to the report.
         progress: show a progress bar on stderr while embedding.
+        journal: a file naming the notes this sync is about to write, removed when it finishes; a journal left by
+            a sync that was killed makes this one rewrite those notes, even where the store looks whole (Chroma
+            can keep a record whose vector never reached its nearest-neighbour index).
     """
     started = time.perf_counter()
     root = check_folder(root)
     budget = min(chunk_tokens, embedder.max_tokens)
     states = store.note_states()
+    interrupted = _read_journal(journal)
     present: set[str] = set()
     skipped: list[Skipped] = []
     warnings: list[Skipped] = []
@@ -101,7 +108,7 @@ def sync_folder(
         state = states.get(rel)
         try:
             raw = read_bytes(path, rel, max_bytes=max_file_bytes)
-            if _is_current(state, content_hash(raw)):
+            if rel not in interrupted and _is_current(state, content_hash(raw)):
                 unchanged += 1
                 continue
             note = parse_note(rel, raw)
@@ -117,9 +124,12 @@ def sync_folder(
         warnings.extend(Skipped(rel, w) for w in note.warnings)
         pending.append((note, chunks, state is not None))
 
-    _embed_and_write(pending, store, embedder, progress=progress)
     removed = sorted(set(states) - present)
+    _write_journal(journal, interrupted | {n.path for n, _, _ in pending} | set(removed))
+    _embed_and_write(pending, store, embedder, progress=progress)
     store.delete_notes(removed)
+    if journal is not None:
+        journal.unlink(missing_ok=True)
     updated = sum(1 for _, _, existed in pending if existed)
     return SyncReport(
         added=len(pending) - updated,
@@ -166,6 +176,25 @@ def folder_status(root: Path, store: Store, *, max_file_bytes: int) -> list[File
             FileStatus(rel, "deleted", "file is gone; the next sync removes its chunks", len(states[rel].chunk_ids))
         )
     return result
+
+
+def _read_journal(journal: Path | None) -> set[str]:
+    if journal is None or not journal.exists():
+        return set()
+    try:
+        return set(json.loads(journal.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        # A journal cut short by the crash itself: nothing to trust in it, and the hashes still catch most damage.
+        return set()
+
+
+def _write_journal(journal: Path | None, sources: set[str]) -> None:
+    if journal is None or not sources:
+        return
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    tmp = journal.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sorted(sources)), encoding="utf-8")
+    os.replace(tmp, journal)
 
 
 def _is_current(state: NoteState | None, note_hash: str) -> bool:

@@ -166,3 +166,19 @@ def test_sync_killed_midway_is_repaired_by_the_next(tmp_path: Path, embedder: Se
     got, want = snapshot(repaired.store), snapshot(clean.store)
     assert got == want
     assert repaired.store.count() == len(want)
+
+
+def test_a_journal_left_by_a_killed_sync_makes_the_next_rewrite_its_notes(
+    indexed_config: Config, embedder: SentenceTransformerEmbedder
+) -> None:
+    counting = CountingEmbedder(embedder)
+    kb = KnowledgeBase(indexed_config, embedder=counting)
+    journal = kb.cache_dir / "sync-journal.json"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text('["glove.md", "gone.md"]')
+    before = snapshot(kb.store)
+    report = kb.sync()
+    assert (report.updated, report.unchanged) == (1, 13), "the journalled note is rewritten though its hash matches"
+    assert counting.embedded == sum(1 for i in before if i.startswith("glove.md#"))
+    assert snapshot(kb.store) == before and not journal.exists()
+    assert kb.sync().unchanged == 14
