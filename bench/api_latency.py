@@ -107,7 +107,13 @@ def main() -> int:
             measure("gradio_client /ask (queue+answer)", lambda q: client.predict(q, 5, None, api_name="/ask"), n)
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # Gradio keeps the queue's event streams open after SIGTERM; do not leave the server behind.
+                print("server did not stop within 30 s of SIGTERM; killed it", file=sys.stderr)
+                proc.kill()
+                proc.wait()
     return 0
 
 
