@@ -180,21 +180,18 @@ class Store:
     def replace_note(self, source: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Put a note's chunks in place of whatever the store held for it.
 
-        Chunk ids the note keeps are updated in place and only ids it no longer has are deleted: deleting an id and
-        adding it again made Chroma's HNSW index lose a vector now and then (seen in bench/faults.py). A crash
-        between the steps leaves chunks of two hashes, which the next sync sees (`NoteState.complete`) and redoes.
+        Old chunks go first; a crash between the two steps leaves the note missing or partial, which the next
+        sync sees (`NoteState.complete`) and repairs.
         """
-        held = set(self.collection.get(where={"source": source}, include=[])["ids"])
-        if chunks:
-            self.collection.upsert(
-                ids=[c.id for c in chunks],
-                embeddings=np.asarray(vectors, dtype=np.float32),
-                documents=[c.text for c in chunks],
-                metadatas=[_metadata(c, len(chunks)) for c in chunks],
-            )
-        stale = sorted(held - {c.id for c in chunks})
-        if stale:
-            self.collection.delete(ids=stale)
+        self.collection.delete(where={"source": source})
+        if not chunks:
+            return
+        self.collection.upsert(
+            ids=[c.id for c in chunks],
+            embeddings=np.asarray(vectors, dtype=np.float32),
+            documents=[c.text for c in chunks],
+            metadatas=[_metadata(c, len(chunks)) for c in chunks],
+        )
 
     def delete_notes(self, sources: Sequence[str]) -> None:
         for start in range(0, len(sources), 500):
