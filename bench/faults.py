@@ -54,6 +54,8 @@ class Trial:
     written_before_kill: int
     phase: str
     problems: list[str] = field(default_factory=list)
+    # Chunks whose record and vector are stored but that Chroma's HNSW search did not return (see `_child_dump`).
+    hnsw_misses: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +70,10 @@ class Report:
     @property
     def survived(self) -> int:
         return sum(1 for t in self.trials if not t.problems)
+
+    @property
+    def hnsw_missed(self) -> int:
+        return sum(1 for t in self.trials if t.hnsw_misses)
 
     def phases(self) -> dict[str, int]:
         return dict(Counter(t.phase for t in self.trials))
@@ -166,7 +172,7 @@ def _child_dump(db: str, url: str | None, collection: str, target: str, with_vec
 
     client = _client(db_dir=Path(db), chroma_url=url)
     names = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
-    dump: dict[str, Any] = {"chunks": [], "index_problems": []}
+    dump: dict[str, Any] = {"chunks": [], "index_problems": [], "hnsw_misses": []}
     if collection in names:
         col = client.get_collection(collection, embedding_function=None)
         page = col.get(include=["documents", "metadatas", "embeddings"])
@@ -194,15 +200,19 @@ def _child_dump(db: str, url: str | None, collection: str, target: str, with_vec
                 # HNSW is approximate: a query for every vector may miss one that is there. A chunk counts as lost
                 # only when a query with its own vector cannot find it either.
                 missing = {m for m in missing if not _finds_itself(col, m, page, vectors)}
-                if missing or set(found) - set(page["ids"]):
-                    extra = set(found) - set(page["ids"])
-                    dump["index_problems"].append(
+                extra = set(found) - set(page["ids"])
+                if extra:
+                    dump["index_problems"].append(f"vector search returned {len(extra)} ids the store does not hold")
+                if missing:
+                    # Reported apart from data problems: the record and vector are stored (compared above and in
+                    # the final check) but the approximate index did not return them; an open finding, see README.
+                    dump["hnsw_misses"].append(
                         f"vector query returned {len(found)} ids for {count} stored ({len(missing)} missing, "
                         f"{len(extra)} unknown)"
                     )
                     break
                 if page["ids"][i] not in found[:3] and not _finds_itself(col, page["ids"][i], page, vectors):
-                    dump["index_problems"].append(f"chunk {page['ids'][i]} is not its own nearest neighbour")
+                    dump["hnsw_misses"].append(f"chunk {page['ids'][i]} is not its own nearest neighbour")
     Path(target).write_text(json.dumps(dump), encoding="utf-8")
     os._exit(0)
 
@@ -434,6 +444,7 @@ def run_trials(
         trial = Trial(len(report.trials) + 1, round(kill_after, 3), len(pending), written, phase)
         state = runner.dump()
         trial.problems = compare(state, expected)
+        trial.hnsw_misses = list(state.get("hnsw_misses", []))
         report.trials.append(trial)
         verdict = "ok" if not trial.problems else "FAILED: " + "; ".join(trial.problems)
         say(
@@ -483,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"store: {args.chroma_url or 'embedded'}; children: {'fresh interpreters' if args.spawn else 'forkserver'}")
     print(f"notes: {report.notes}, chunks in a clean build: {report.chunks}")
     print(
-        f"trials survived: {report.survived}/{len(report.trials)} (runs that finished before the kill: {report.missed})"
+        f"trials survived: {report.survived}/{len(report.trials)} "
+        f"(runs that finished before the kill: {report.missed})\n"
+        f"trials where HNSW search missed a stored chunk: {report.hnsw_missed}/{len(report.trials)}"
     )
     print("kill landed: " + ", ".join(f"{k} {v}" for k, v in sorted(report.phases().items())))
     print(
