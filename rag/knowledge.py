@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from rag.retrieve import SearchResult, search
 from rag.store import Store
 from rag.sync import FileStatus, SyncReport, folder_status, sync_folder
 from rag.write import NewNote, write_note
+
+# How often a search asks the store whether another process changed its chunk count (a ~1 ms round trip).
+STORE_RECHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class KnowledgeBase:
         self._store: Store | None = None
         self._rebuilt: str | None = None
         self._keyword: KeywordIndex | None = None
+        self._keyword_seen: tuple[float, int] = (0.0, 0)  # (last store check, saved index file's mtime_ns)
         self._calibration: Calibration | None = None
         self._lock = threading.RLock()
 
@@ -119,11 +124,22 @@ class KnowledgeBase:
 
         Kept in memory between searches; on first use (and after a sync here changed the store) it is loaded from
         disk when its fingerprint (chunk ids and note hashes) matches the store, else rebuilt from the texts in the
-        store. A change of chunk count made by another process also triggers that check.
+        store. Changes made by another process are noticed when that process saves a new index here (a file time,
+        checked on every search) or when the store's chunk count changes (asked at most once a second).
         """
         with self._lock:
-            if self._keyword is None or len(self._keyword) != self.store.count():
-                self._keyword, _ = KeywordIndex.open(self.store, self.cache_dir / "bm25")
+            folder = self.cache_dir / "bm25"
+            checked, saved = self._keyword_seen
+            now = time.monotonic()
+            stale = self._keyword is None or _mtime_ns(folder / "chunks.json") != saved
+            if not stale and now - checked >= STORE_RECHECK_S:
+                stale = len(self._keyword or ()) != self.store.count()
+                checked = now
+            if stale:
+                self._keyword, _ = KeywordIndex.open(self.store, folder)
+                checked = now
+            self._keyword_seen = (checked, _mtime_ns(folder / "chunks.json"))
+            assert self._keyword is not None
             return self._keyword
 
     def calibration(self, *, recheck: bool = False) -> Calibration | None:
@@ -266,3 +282,10 @@ def sync_lock_path(config: Config) -> tuple[Path, str]:
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = Path(tempfile.gettempdir()) / "rag-sync-locks" / f"{digest}.lock"
     return path, f"collection {config.collection!r} at {key}"
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0

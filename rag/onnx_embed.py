@@ -146,8 +146,10 @@ class OnnxEmbedder:
             options = ort.SessionOptions()
             # The export is already fused and optimised; skipping the work again saves start-up time.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            # Busy-waiting threads steal the core a web server or a second process needs; measured no slower.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # Threads may spin between the graph's operators (a query is ~0.4 ms faster) but stop when a run ends,
+            # so they do not steal the core the store, a web server or a second process needs next.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+            options.add_session_config_entry("session.force_spinning_stop", "1")
             try:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # noqa: BLE001 - a damaged cache file shows up as many error types

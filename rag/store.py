@@ -199,7 +199,8 @@ class Store:
 
     def query(self, vector: np.ndarray, *, k: int) -> list[StoredChunk]:
         """The `k` nearest chunks, best first, each with its cosine similarity."""
-        if k <= 0 or self.count() == 0:
+        # No count() first: Chroma returns fewer than `k` when it holds fewer, and the round trip costs ~1 ms.
+        if k <= 0:
             return []
         result = self.collection.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)],
@@ -216,11 +217,10 @@ class Store:
 
     def nearest(self, vector: np.ndarray, *, k: int) -> dict[str, float]:
         """Ids of the `k` nearest chunks and their cosine similarities, best first, without texts (cheaper)."""
-        count = self.count()
-        if k <= 0 or count == 0:
+        if k <= 0:
             return {}
         result = self.collection.query(
-            query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=min(k, count), include=["distances"]
+            query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=k, include=["distances"]
         )
         return {i: 1.0 - float(d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)}
 

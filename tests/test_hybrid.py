@@ -59,6 +59,36 @@ def test_keyword_side_follows_add_change_delete_and_restart(config: Config, embe
     assert saved.stat().st_mtime_ns != before
 
 
+def test_an_edit_saved_by_another_process_reaches_this_ones_keyword_side(config: Config, embedder) -> None:
+    # The chat and a CLI run are two KnowledgeBase objects over one store; an edit that keeps the chunk count
+    # must still reach the chat's in-memory BM25 index.
+    extra = config.knowledge_dir / "zorblatt.md"
+    note(extra, "Zorblatt", "The zorblatt quenching method cools forged blades in whale oil.")
+    chat, cli = KnowledgeBase(config, embedder=embedder), KnowledgeBase(config, embedder=embedder)
+    chat.sync()
+    assert ids_for(chat, "zorblatt quenching")[0] == "zorblatt.md#0"
+    chunks = chat.store.count()
+    note(extra, "Blade cooling", "Forged blades are now cooled in brine by the flimflam process.")
+    assert cli.sync().updated == 1
+    assert chat.store.count() == chunks
+    assert ids_for(chat, "flimflam")[0] == "zorblatt.md#0"
+    assert ids_for(chat, "zorblatt quenching") == []
+
+
+def test_keyword_scores_keep_the_best_and_the_asked_for(config: Config, embedder) -> None:
+    kb = KnowledgeBase(config, embedder=embedder)
+    kb.sync()
+    index = kb.keyword_index()
+    question = "cosine similarity of embedding vectors"
+    everything = index.scores(question)
+    best = sorted(everything, key=everything.__getitem__, reverse=True)
+    assert len(best) > 6
+    assert set(index.scores(question, top=3)) == set(best[:3])
+    wanted = [best[-1], "no-such-chunk#0"]
+    assert index.scores(question, top=3, among=wanted) == {i: everything[i] for i in [*best[:3], best[-1]]}
+    assert index.scores(question, top=0) == {}
+
+
 def test_stale_cache_is_rebuilt_from_the_store_texts(config: Config, embedder) -> None:
     kb = KnowledgeBase(config, embedder=embedder)
     kb.sync()
