@@ -96,7 +96,7 @@ class ChatService:
         """
         result = self.kb.search(question, k=k, min_score=min_score)
         passages = pick_passages(result, score=self._sentence_similarity)
-        markdown = compose_answer(result, passages, confident_score=self.kb.config.confident_score)
+        markdown = compose_answer(result, passages)
         return Answer(result, passages, markdown)
 
     def add_note(self, title: str, body: str, tags: Sequence[str] = (), *, name: str | None = None) -> NewNote:
@@ -170,6 +170,7 @@ APP_CSS = """
   border-radius: 50%; background: var(--color-accent-soft); color: var(--color-accent); font-weight: 600;
   font-size: 0.8rem; }
 .rag-score { font-variant-numeric: tabular-nums; font-weight: 700; font-size: 1.05rem; min-width: 2.6em; }
+.rag-rank { font-variant-numeric: tabular-nums; color: #6b7280; font-size: 0.85rem; min-width: 3.2em; }
 .rag-bar { flex: 1; height: 8px; border-radius: 4px; background: var(--neutral-200); overflow: hidden; }
 .rag-bar > span { display: block; height: 100%; border-radius: 4px; background: #16a34a; }
 .rag-weak .rag-bar > span { background: #d97706; }
@@ -228,7 +229,6 @@ def build_app(
     import gradio as gr
 
     service = ChatService(kb, read_only=read_only, watcher=watcher)
-    confident = kb.config.confident_score
     knowledge = Path(kb.config.knowledge_dir)
     examples = [q for q, note in EXAMPLES if (knowledge / note).exists()]
 
@@ -243,7 +243,7 @@ def build_app(
             history.append({"role": "assistant", "content": "**Could not answer:** " + escape_markdown_html(str(exc))})
             return history, gr.skip(), "", None
         history.append({"role": "assistant", "content": answer.markdown})
-        return history, format_sources(answer.result, confident_score=confident), "", answer
+        return history, format_sources(answer.result), "", answer
 
     def on_save_answer(answer: Answer | None) -> str:
         if answer is None:
@@ -269,7 +269,7 @@ def build_app(
             return format_notice(str(exc), ok=False)
 
     def on_clear() -> tuple[Any, ...]:
-        return [], format_sources(None, confident_score=confident), None, ""
+        return [], format_sources(None), None, ""
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.HTML(
@@ -323,7 +323,7 @@ def build_app(
             with gr.Column(scale=2, min_width=340):
                 with gr.Tabs():
                     with gr.Tab("Sources", id="sources"):
-                        sources = gr.HTML(format_sources(None, confident_score=confident), elem_id="rag-sources")
+                        sources = gr.HTML(format_sources(None), elem_id="rag-sources")
                     if not service.read_only:
                         with gr.Tab("Add a note", id="add-note"):
                             note_title = gr.Textbox(label="Title", elem_id="rag-note-title")

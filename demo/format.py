@@ -16,12 +16,13 @@ from typing import Any, Callable, Sequence
 
 from markdown_it import MarkdownIt
 
+from rag.render import PERCENTILE_HELP, percentile_label
 from rag.retrieve import Hit, SearchResult
 
 LEGEND = (
     "Each score is the cosine similarity between your question and the chunk, both embedded by the same model: "
-    "1 means the same direction (same meaning), around 0 means unrelated. With this model, 0.5 and above is "
-    "usually on topic."
+    "1 means the same direction (same meaning), around 0 means unrelated. The percentile beside it (p97.3) is the "
+    "share of pairs of unrelated chunks in these notes that score lower: a confident match beats nearly all of them."
 )
 
 # How many top chunks feed the composed answer, and how many sentences it quotes at most.
@@ -153,7 +154,7 @@ def line_range(hit: Hit) -> str:
     return f"{hit.source}:{hit.start_line}-{hit.end_line}"
 
 
-def compose_answer(result: SearchResult, passages: Sequence[Passage], *, confident_score: float) -> str:
+def compose_answer(result: SearchResult, passages: Sequence[Passage]) -> str:
     """The chat answer as Markdown: quoted passages marked [n], then the numbered sources with their scores.
 
     All note text in it is escaped, so it is safe for a Markdown renderer that allows HTML.
@@ -164,11 +165,10 @@ def compose_answer(result: SearchResult, passages: Sequence[Passage], *, confide
             "about it in the *Add a note* tab."
         )
     lines: list[str] = []
-    best = result.hits[0].score
     if not result.confident:
+        reason = escape_markdown_html(result.reason[:1].upper() + result.reason[1:])
         lines.append(
-            f"**No confident match.** The best source scores {best:.2f}, under the {confident_score:.2f} the app "
-            "trusts, so the notes may not answer this. The nearest passages, marked *weak*:"
+            f"**No confident match.** {reason}, so the notes may not answer this. The nearest passages, marked *weak*:"
         )
         lines.append("")
     lines.extend(_passage_paragraphs(passages, weak=not result.confident))
@@ -178,7 +178,8 @@ def compose_answer(result: SearchResult, passages: Sequence[Passage], *, confide
     lines.append("**Sources**" + ("" if result.confident else " (weak matches)"))
     lines.append("")
     for number, hit in enumerate(result.hits, 1):
-        lines.append(f"{number}. `{hit.score:.2f}` {_source_line(hit)}")
+        rank = percentile_label(hit.percentile)
+        lines.append(f"{number}. `{hit.score:.2f}`" + (f" {rank}" if rank else "") + f" {_source_line(hit)}")
     return "\n".join(lines)
 
 
@@ -213,9 +214,10 @@ def score_bar_width(score: float) -> int:
     return round(max(0.0, min(1.0, score)) * 100)
 
 
-def format_sources(result: SearchResult | None, *, confident_score: float) -> str:
-    """The source cards as HTML: score to two decimals with a bar, title, heading path, `path:start-end`, and
-    the full chunk (rendered Markdown) behind a disclosure. Weak hits are marked as such."""
+def format_sources(result: SearchResult | None) -> str:
+    """The source cards as HTML: score to two decimals with a bar and its percentile in the corpus, title, heading
+    path, `path:start-end`, and the full chunk (rendered Markdown) behind a disclosure. Hits under the bar of a
+    confident match (`SearchResult.weak`) are marked weak."""
     legend = f'<p class="rag-legend">{html.escape(LEGEND)}</p>'
     if result is None:
         return (
@@ -229,7 +231,8 @@ def format_sources(result: SearchResult | None, *, confident_score: float) -> st
         )
     cards = []
     for number, hit in enumerate(result.hits, 1):
-        weak = hit.score < confident_score
+        weak = result.weak(hit)
+        rank = percentile_label(hit.percentile)
         sub = heading_path(hit)
         tags = "".join(f'<span class="rag-tag">{html.escape(t)}</span>' for t in hit.tags)
         cards.append(
@@ -238,7 +241,9 @@ def format_sources(result: SearchResult | None, *, confident_score: float) -> st
             f'<span class="rag-num">{number}</span>'
             f'<span class="rag-score" title="cosine similarity between the question and this chunk">'
             f"{hit.score:.2f}</span>"
-            f'<span class="rag-bar" aria-hidden="true"><span style="width:{score_bar_width(hit.score)}%"></span></span>'
+            + (f'<span class="rag-rank" title="{html.escape(PERCENTILE_HELP)}">{rank}</span>' if rank else "")
+            + '<span class="rag-bar" aria-hidden="true">'
+            + f'<span style="width:{score_bar_width(hit.score)}%"></span></span>'
             + ('<span class="rag-badge">weak match</span>' if weak else "")
             + "</div>"
             f'<div class="rag-title">{html.escape(hit.title or hit.source)}</div>'

@@ -33,14 +33,14 @@ log = logging.getLogger(__name__)
 _STATIC = Path(__file__).parent / "static"
 
 
-def compose_answer(result: SearchResult, *, confident_score: float) -> str:
-    """The answer line shown above the sources: the best chunk when it is a confident match, else advice."""
+def compose_answer(result: SearchResult) -> str:
+    """The answer line shown above the sources: the best chunk when it is a confident match, else why not."""
     if not result.hits:
         return "No note matches yet. Add one below, then ask again."
     best = result.hits[0]
     if not result.confident:
         return (
-            f"No confident match: the best score, {best.score:.2f}, is under {confident_score:.2f}. "
+            f"No confident match: {result.reason}. "
             "The nearest sources are below; if none answers the question, add a note."
         )
     where = context_line(best.title, best.heading)
@@ -85,8 +85,12 @@ class ChatWidget(anywidget.AnyWidget):
         with self._working("Searching the notes…"):
             self.kb.sync()
             result = self.kb.search(question, k=self.k)
-        self.result = asdict(result)
-        self.answer = compose_answer(result, confident_score=self.kb.config.confident_score)
+        shown = asdict(result)
+        # The page marks weak sources with the library's own verdict instead of re-deriving it in JavaScript.
+        for row, hit in zip(shown["hits"], result.hits, strict=True):
+            row["weak"] = result.weak(hit)
+        self.result = shown
+        self.answer = compose_answer(result)
         return result
 
     def add_note(self, title: str, body: str, *, tags: Sequence[str] = ()) -> NewNote:

@@ -136,7 +136,7 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
         if args.json:
             _print_json(asdict(result), out)
         else:
-            print(format_result(result, confident_score=kb.config.confident_score), file=out)
+            print(format_result(result), file=out)
         return 0
     while True:
         try:
@@ -146,12 +146,7 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
             return 0
         if not question.strip():
             continue
-        print(
-            format_result(
-                kb.search(question, k=args.k, min_score=args.min_score), confident_score=kb.config.confident_score
-            ),
-            file=out,
-        )
+        print(format_result(kb.search(question, k=args.k, min_score=args.min_score)), file=out)
 
 
 def _add_note(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -182,21 +177,13 @@ def _status(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def format_result(result: SearchResult, *, confident_score: float) -> str:
-    """Hits as text for a terminal: score, title, heading path, `path:lines`, then the indented text."""
+def format_result(result: SearchResult) -> str:
+    """Hits as text for a terminal: score, percentile, title, heading path, `path:lines`, then the indented text."""
     if not result.hits:
         return "No matching chunks. Add notes to the knowledge folder or lower --min-score."
     lines = []
-    best = max(result.hits, key=lambda h: h.score)
-    if not result.confident and best.percentile is not None:
-        lines.append(
-            f"No confident match (best score {best.score:.2f} beats only {best.percentile:.1f}% of unrelated pairs "
-            "in this corpus); nearest chunks:\n"
-        )
-    elif not result.confident:
-        lines.append(
-            f"No confident match (best score {best.score:.2f} is under {confident_score:.2f}); nearest chunks:\n"
-        )
+    if not result.confident:
+        lines.append(f"No confident match: {result.reason}. Nearest chunks:\n")
     for rank, hit in enumerate(result.hits, 1):
         heading = f" > {hit.heading}" if hit.heading else ""
         percentile = f" (p{hit.percentile:.1f})" if hit.percentile is not None else ""

@@ -49,14 +49,25 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return cut.rstrip() + " …"
 
 
-def score_bar(score: float) -> str:
-    """A bar as wide as the cosine similarity (negative scores draw empty), with the number beside it."""
+def percentile_label(percentile: float | None) -> str:
+    """`p97.3`: the share of unrelated chunk pairs of the corpus that score lower; empty when not calibrated."""
+    return "" if percentile is None else f"p{percentile:.1f}"
+
+
+PERCENTILE_HELP = "percentile: the share of pairs of unrelated chunks in these notes that score lower than this one"
+
+
+def score_bar(score: float, percentile: float | None = None) -> str:
+    """A bar as wide as the cosine similarity (negative scores draw empty), the number beside it, and the
+    score's percentile in the corpus when it is calibrated."""
     width = max(0.0, min(1.0, float(score))) * 100
+    rank = percentile_label(percentile)
+    rank_html = f' <span title="{escape(PERCENTILE_HELP)}" style="color:#555">{rank}</span>' if rank else ""
     return (
         '<div style="display:flex;align-items:center;gap:6px;white-space:nowrap">'
         '<div style="width:80px;height:10px;background:#e5e7eb;border-radius:3px;overflow:hidden">'
         f'<div style="width:{width:.0f}%;height:100%;background:#2563eb"></div></div>'
-        f"<code>{float(score):.3f}</code></div>"
+        f"<code>{float(score):.3f}</code>{rank_html}</div>"
     )
 
 
@@ -69,7 +80,7 @@ def hits_table(hits: Sequence[Hit]) -> str:
         heading = f'<div style="color:#555">{escape(path)}</div>' if path else ""
         source = f"<b>{escape(hit.title)}</b>{heading}<div><code>{escape(location(hit))}</code></div>"
         text = f'<div style="white-space:pre-wrap">{escape(excerpt(prose(hit.text)))}</div>'
-        cells = (str(rank), score_bar(hit.score), source, text)
+        cells = (str(rank), score_bar(hit.score, hit.percentile), source, text)
         rows.append("<tr>" + "".join(f'<td style="{_CELL}">{cell}</td>' for cell in cells) + "</tr>")
     body = "".join(rows)
     return f'<table style="border-collapse:collapse"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -82,8 +93,9 @@ def result_html(result: SearchResult) -> str:
         return f"<div>{question}<div>No matching chunks. Add notes to the knowledge folder.</div></div>"
     count = f"{len(result.hits)} source{'s' if len(result.hits) != 1 else ''}"
     if result.confident:
-        verdict = f"{count}, best first; the best is a confident match."
+        verdict = f"{count}, best first; a confident match: {result.reason}."
     else:
-        verdict = f"No confident match; the nearest {count}:"
+        verdict = f"No confident match: {result.reason}. The nearest {count}:"
+    verdict = escape(verdict)
     summary = f'<div style="color:#555">{verdict}</div>'
     return f"<div>{question}{summary}{hits_table(result.hits)}</div>"

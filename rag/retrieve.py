@@ -68,11 +68,25 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The hits for one question, best first, and whether the best is a confident match."""
+    """The hits for one question, best first, and whether the best is a confident match, and why.
+
+    `confident_by` says which bar decided it: "percentile" (the corpus is calibrated: the best hit's percentile
+    must reach `confident_at`) or "score" (too few notes to calibrate: its cosine similarity must reach it).
+    """
 
     question: str
     confident: bool
     hits: list[Hit]
+    # One sentence on the verdict, e.g. "the best score, 0.31, beats only 62.0% of ...; a confident match beats 95%".
+    reason: str = ""
+    confident_by: str = "score"
+    confident_at: float = 0.4
+
+    def weak(self, hit: Hit) -> bool:
+        """Whether `hit` falls below the bar a confident match must reach (the UIs mark such hits)."""
+        if self.confident_by == "percentile" and hit.percentile is not None:
+            return hit.percentile < self.confident_at
+        return hit.score < self.confident_at
 
     def _repr_html_(self) -> str:
         """The question and a table of scored sources, so a result displays itself in a notebook."""
@@ -157,13 +171,43 @@ def search(
                 percentile=None if calibration is None else calibration.percentile(score),
             )
         )
-    if calibration is not None and hits:
-        confident = max(h.percentile or 0.0 for h in hits) >= confident_percentile
-    else:
-        confident = bool(hits) and max(h.score for h in hits) >= confident_score
+    calibrated = calibration is not None
+    verdict = judge(hits, calibrated=calibrated, score_bar=confident_score, percentile_bar=confident_percentile)
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
-    return SearchResult(question=question.strip(), confident=confident, hits=hits)
+    return dataclasses.replace(verdict, question=question.strip(), hits=hits)
+
+
+def judge(hits: list[Hit], *, calibrated: bool, score_bar: float, percentile_bar: float) -> SearchResult:
+    """Whether the best of `hits` is a confident match, with the reason in words (question and hits left empty).
+
+    With a calibration, the bar is the best hit's percentile among unrelated chunk pairs of the corpus; without
+    one (a corpus of one note), it is the raw cosine similarity. The CLI, the web chat and the notebook widget all
+    show this one verdict, so they never disagree about it.
+    """
+    by, bar = ("percentile", percentile_bar) if calibrated else ("score", score_bar)
+    if not hits:
+        return SearchResult("", False, [], "nothing in the index matched the question", by, bar)
+    if calibrated:
+        best = max(hits, key=lambda h: (h.percentile or 0.0, h.score))
+        rank = best.percentile or 0.0
+        confident = rank >= bar
+        if confident:
+            reason = (
+                f"the best score, {best.score:.2f}, beats {rank:.1f}% of pairs of unrelated chunks in these notes "
+                f"(a confident match beats {bar:g}%)"
+            )
+        else:
+            reason = (
+                f"the best score, {best.score:.2f}, beats only {rank:.1f}% of pairs of unrelated chunks in these "
+                f"notes; a confident match beats {bar:g}%"
+            )
+    else:
+        best = max(hits, key=lambda h: h.score)
+        confident = best.score >= bar
+        word = "reaches" if confident else "is under"
+        reason = f"the best score, {best.score:.2f}, {word} {bar:.2f} (too few notes to calibrate the scores yet)"
+    return SearchResult("", confident, [], reason, by, bar)
 
 
 def fuse(dense: dict[str, float], lexical: dict[str, float], *, dense_weight: float) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from rag.config import Config
 from rag.errors import ConfigError
 from rag.keyword import KeywordIndex
 from rag.knowledge import KnowledgeBase
-from rag.retrieve import fuse
+from rag.retrieve import fuse, judge
 
 pytestmark = pytest.mark.slow
 
@@ -127,6 +128,8 @@ def test_confidence_comes_from_the_corpus_calibration(config: Config, embedder) 
     off_topic = kb.search("Does vitamin D supplementation reduce hip fractures in elderly women?")
     assert not off_topic.confident
     assert max(h.percentile for h in off_topic.hits) < 95.0
+    assert off_topic.confident_by == "percentile" and "beats only" in off_topic.reason
+    assert all(off_topic.weak(h) for h in off_topic.hits)
 
 
 def free_port() -> int:
@@ -188,9 +191,31 @@ def test_calibration_percentile_and_staleness() -> None:
 
 def test_terminal_output_shows_the_percentile_and_why_not_confident() -> None:
     from rag.cli import format_result
-    from rag.retrieve import Hit, SearchResult
+    from rag.retrieve import Hit
 
     hit = Hit(score=0.31, text="body", source="a.md", title="A", heading="", start_line=1, end_line=2, percentile=42.0)
-    text = format_result(SearchResult(question="q", confident=False, hits=[hit]), confident_score=0.4)
-    assert "beats only 42.0% of unrelated pairs" in text
+    verdict = judge([hit], calibrated=True, score_bar=0.4, percentile_bar=95.0)
+    text = format_result(dataclasses.replace(verdict, question="q", hits=[hit]))
+    assert text.startswith(
+        "No confident match: the best score, 0.31, beats only 42.0% of pairs of unrelated chunks in these notes; "
+        "a confident match beats 95%. Nearest chunks:"
+    )
     assert "[1] 0.31 (p42.0)  A" in text
+
+
+def test_one_verdict_for_every_interface_and_weak_hits_by_the_same_bar() -> None:
+    from rag.retrieve import Hit
+
+    def hit(score: float, percentile: float | None) -> Hit:
+        return Hit(score, "t", "a.md", "A", "", 1, 2, percentile=percentile)
+
+    # Calibrated: the percentile decides, whatever the raw cosine says.
+    low_cosine = judge([hit(0.31, 99.2), hit(0.6, 80.0)], calibrated=True, score_bar=0.4, percentile_bar=95.0)
+    assert low_cosine.confident and (low_cosine.confident_by, low_cosine.confident_at) == ("percentile", 95.0)
+    assert "0.31, beats 99.2% of pairs" in low_cosine.reason
+    assert [low_cosine.weak(h) for h in (hit(0.31, 99.2), hit(0.6, 80.0))] == [False, True]
+    # Too few notes to calibrate: the raw cosine bar decides, and says so.
+    raw = judge([hit(0.35, None)], calibrated=False, score_bar=0.4, percentile_bar=95.0)
+    assert not raw.confident and raw.confident_by == "score" and raw.weak(hit(0.35, None))
+    assert raw.reason == "the best score, 0.35, is under 0.40 (too few notes to calibrate the scores yet)"
+    assert judge([], calibrated=True, score_bar=0.4, percentile_bar=95.0).confident is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import pytest
 
 from rag.render import excerpt, hits_table, location, prose, result_html, score_bar, section
-from rag.retrieve import Hit, SearchResult
+from rag.retrieve import Hit, SearchResult, judge
 
 
 def make_hit(score: float = 0.5, **changes: object) -> Hit:
@@ -71,6 +72,14 @@ def test_result_html_lists_every_hit_with_score_title_heading_and_location() -> 
     assert '<div style="color:#555">Definition</div>' in html and "cosine-similarity.md:3-9" in html
     assert "glove.md:1-5" in html and "GloVe" in html
     assert "confident match" in html and "No confident" not in html
+
+
+def test_result_html_gives_the_reason_and_the_percentiles() -> None:
+    hits = [dataclasses.replace(make_hit(0.52), percentile=63.5)]
+    verdict = judge(hits, calibrated=True, score_bar=0.4, percentile_bar=95.0)
+    html = result_html(dataclasses.replace(verdict, question="q", hits=hits))
+    assert "No confident match: the best score, 0.52, beats only 63.5% of pairs of unrelated chunks" in html
+    assert re.search(r"<code>0\.520</code> <span title=\"percentile: [^\"]+\" style=\"color:#555\">p63\.5</span>", html)
 
 
 def test_result_html_says_when_nothing_matches_or_nothing_is_confident() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,12 +21,20 @@ from demo.format import (
     score_bar_width,
     split_sentences,
 )
-from rag.retrieve import Hit, SearchResult
+from rag.retrieve import Hit, SearchResult, judge
 
 PAYLOAD = '<script>window.__xss = 1</script> and <img src=x onerror="window.__xss = 2">'
 
 
-def hit(score: float, text: str, *, source: str = "a.md", title: str = "Alpha", heading: str = "Alpha") -> Hit:
+def hit(
+    score: float,
+    text: str,
+    *,
+    source: str = "a.md",
+    title: str = "Alpha",
+    heading: str = "Alpha",
+    percentile: float | None = None,
+) -> Hit:
     return Hit(
         score=score,
         text=text,
@@ -36,11 +45,16 @@ def hit(score: float, text: str, *, source: str = "a.md", title: str = "Alpha", 
         end_line=9,
         tags=["t1"],
         id=f"{source}#0",
+        percentile=percentile,
     )
 
 
 def result(*hits: Hit, confident: bool = True, question: str = "how do cats sleep") -> SearchResult:
-    return SearchResult(question=question, confident=confident, hits=list(hits))
+    """A result judged by the uncalibrated bar of 0.40, or by percentile 95 when the hits carry percentiles."""
+    calibrated = any(h.percentile is not None for h in hits)
+    verdict = judge(list(hits), calibrated=calibrated, score_bar=0.4, percentile_bar=95.0)
+    assert verdict.confident == confident or not hits
+    return dataclasses.replace(verdict, question=question, hits=list(hits))
 
 
 def test_split_sentences_keeps_prose_and_drops_headings_tables_code() -> None:
@@ -80,7 +94,7 @@ def test_compose_answer_marks_passages_and_lists_sources_with_scores() -> None:
         hit(0.812, "Cats sleep sixteen hours every single day."),
         hit(0.55, "Cats nap in the sun often.", source="b.md", title="Beta", heading="Beta > Naps"),
     )
-    text = compose_answer(r, pick_passages(r), confident_score=0.4)
+    text = compose_answer(r, pick_passages(r))
     assert "Cats sleep sixteen hours every single day. [1]" in text
     assert "1. `0.81` **Alpha** — `a.md:3-9`" in text
     assert "2. `0.55` **Beta** › Naps — `b.md:3-9`" in text
@@ -89,20 +103,30 @@ def test_compose_answer_marks_passages_and_lists_sources_with_scores() -> None:
 
 def test_compose_answer_says_plainly_when_no_match_is_confident() -> None:
     r = result(hit(0.21, "Cats sleep sixteen hours every single day."), confident=False)
-    text = compose_answer(r, pick_passages(r), confident_score=0.4)
-    assert text.startswith("**No confident match.** The best source scores 0.21, under the 0.40")
+    text = compose_answer(r, pick_passages(r))
+    assert text.startswith("**No confident match.** The best score, 0.21, is under 0.40 (too few notes to calibrate")
     assert "> Cats sleep sixteen hours every single day. [1]" in text
     assert "weak" in text
 
 
+def test_compose_answer_gives_the_calibrated_reason_and_percentiles() -> None:
+    r = result(hit(0.52, "Cats sleep sixteen hours every single day.", percentile=81.5), confident=False)
+    text = compose_answer(r, pick_passages(r))
+    assert text.startswith(
+        "**No confident match.** The best score, 0.52, beats only 81.5% of pairs of unrelated chunks in these "
+        "notes; a confident match beats 95%, so the notes may not answer this."
+    )
+    assert "1. `0.52` p81.5 **Alpha**" in text
+
+
 def test_compose_answer_without_hits_says_what_to_do() -> None:
-    text = compose_answer(result(), [], confident_score=0.4)
+    text = compose_answer(result(), [])
     assert "Nothing in the notes matches" in text and "Add a note" in text
 
 
 def test_note_html_is_escaped_in_the_answer_markdown() -> None:
     r = result(hit(0.9, f"Cats sleep a lot, says {PAYLOAD} in this note.", title="<b>T</b>"))
-    text = compose_answer(r, pick_passages(r), confident_score=0.4)
+    text = compose_answer(r, pick_passages(r))
     assert "<script>" not in text and "<img" not in text and "<b>" not in text
     assert "&lt;script&gt;" in text and "&lt;img src=x" in text
 
@@ -133,7 +157,7 @@ def test_score_bar_width_is_the_clamped_similarity(score: float, width: int) -> 
 
 
 def test_source_cards_show_score_bar_title_heading_location_and_chunk() -> None:
-    html_text = format_sources(result(hit(0.7349, "Body **bold**", heading="Alpha > Part > Sub")), confident_score=0.4)
+    html_text = format_sources(result(hit(0.7349, "Body **bold**", heading="Alpha > Part > Sub")))
     assert (
         '<span class="rag-score" title="cosine similarity between the question and this chunk">0.73</span>' in html_text
     )
@@ -146,21 +170,32 @@ def test_source_cards_show_score_bar_title_heading_location_and_chunk() -> None:
 
 
 def test_weak_cards_are_marked() -> None:
-    html_text = format_sources(result(hit(0.31, "x"), hit(0.52, "y"), confident=False), confident_score=0.4)
+    html_text = format_sources(result(hit(0.31, "x"), hit(0.52, "y"), confident=True))
     assert html_text.count("rag-card rag-weak") == 1
     assert html_text.count("weak match") == 1
 
 
+def test_calibrated_cards_show_the_percentile_and_are_weak_by_it_not_by_cosine() -> None:
+    # 0.31 is under the raw 0.40 bar but beats 99% of this corpus's unrelated pairs: strong here.
+    strong, weak = hit(0.31, "x", percentile=99.0), hit(0.52, "y", source="b.md", percentile=60.2)
+    html_text = format_sources(result(strong, weak, confident=True))
+    assert '<span class="rag-rank" title="percentile: the share of pairs of unrelated chunks' in html_text
+    assert ">p99.0</span>" in html_text and ">p60.2</span>" in html_text
+    assert html_text.count("rag-card rag-weak") == 1
+    assert 'rag-card rag-weak" data-source="b.md"' in html_text
+
+
 def test_source_cards_escape_every_note_field() -> None:
     evil = hit(0.9, PAYLOAD, title=PAYLOAD, heading="x > " + PAYLOAD, source='"><img src=x onerror=1>.md')
-    html_text = format_sources(result(evil), confident_score=0.4)
+    html_text = format_sources(result(evil))
     assert "<script" not in html_text and "<img" not in html_text
 
 
 def test_source_panel_before_any_question_and_with_no_hits() -> None:
-    assert "Ask a question" in format_sources(None, confident_score=0.4)
-    assert "No chunk reached the minimum score" in format_sources(result(), confident_score=0.4)
+    assert "Ask a question" in format_sources(None)
+    assert "No chunk reached the minimum score" in format_sources(result())
     assert "1 means the same direction" in LEGEND and "around 0 means unrelated" in LEGEND
+    assert "share of pairs of unrelated chunks" in LEGEND
 
 
 def test_status_panel_shows_totals_last_sync_and_skipped_reasons() -> None:

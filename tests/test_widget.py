@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import asdict
 
@@ -10,7 +11,7 @@ import pytest
 from demo.widget import ChatWidget, compose_answer
 from rag.config import Config
 from rag.knowledge import KnowledgeBase
-from rag.retrieve import Hit, SearchResult
+from rag.retrieve import Hit, SearchResult, judge
 
 
 def hit(score: float, text: str = "# T\n\nProse here.", heading: str = "T > Part") -> Hit:
@@ -18,14 +19,19 @@ def hit(score: float, text: str = "# T\n\nProse here.", heading: str = "T > Part
 
 
 def test_answer_quotes_the_best_chunk_when_confident_without_its_heading_lines() -> None:
-    answer = compose_answer(SearchResult("q", True, [hit(0.71), hit(0.5)]), confident_score=0.4)
+    answer = compose_answer(SearchResult("q", True, [hit(0.71), hit(0.5)]))
     assert answer == "T > Part (score 0.71): Prose here."
 
 
 def test_answer_gives_advice_when_no_match_is_confident_or_nothing_matches() -> None:
-    unsure = compose_answer(SearchResult("q", False, [hit(0.21)]), confident_score=0.4)
-    assert "No confident match" in unsure and "0.21" in unsure and "0.40" in unsure and "add a note" in unsure
-    assert "Add one below" in compose_answer(SearchResult("q", False, []), confident_score=0.4)
+    hits = [dataclasses.replace(hit(0.55), percentile=71.4)]
+    verdict = judge(hits, calibrated=True, score_bar=0.4, percentile_bar=95.0)
+    unsure = compose_answer(dataclasses.replace(verdict, question="q", hits=hits))
+    assert unsure == (
+        "No confident match: the best score, 0.55, beats only 71.4% of pairs of unrelated chunks in these notes; "
+        "a confident match beats 95%. The nearest sources are below; if none answers the question, add a note."
+    )
+    assert "Add one below" in compose_answer(SearchResult("q", False, []))
 
 
 def test_front_end_never_writes_note_content_as_html() -> None:
@@ -45,8 +51,12 @@ def kb(indexed_config: Config, embedder) -> KnowledgeBase:  # type: ignore[no-un
 def test_ask_message_sets_the_result_json_and_the_answer(kb: KnowledgeBase) -> None:
     widget = ChatWidget(kb, k=3)
     widget._on_message(widget, {"type": "ask", "question": "what is cosine similarity?"}, [])
-    expected = asdict(kb.search("what is cosine similarity?", k=3))
+    searched = kb.search("what is cosine similarity?", k=3)
+    expected = asdict(searched)
+    for row, hit in zip(expected["hits"], searched.hits, strict=True):
+        row["weak"] = searched.weak(hit)
     assert widget.result == expected
+    assert [row["weak"] for row in expected["hits"]][0] is False
     assert set(expected["hits"][0]) >= {"score", "text", "source", "title", "heading", "start_line", "end_line"}
     assert widget.result["hits"][0]["source"] == "cosine-similarity.md"
     assert widget.answer.startswith("Cosine Similarity") and "(score 0." in widget.answer
@@ -63,7 +73,8 @@ def test_a_note_added_through_the_widget_is_found_by_the_next_question(kb: Knowl
     widget._on_message(widget, {"type": "ask", "question": "where do quokkas get their water?"}, [])
     best = widget.result["hits"][0]
     assert best["source"] == "quokka-water.md" and best["tags"] == ["animals", "test"]
-    assert best["score"] > kb.config.confident_score and widget.result["confident"]
+    assert widget.result["confident"] and best["weak"] is False and best["percentile"] >= 95.0
+    assert widget.result["confident_by"] == "percentile" and "beats" in widget.result["reason"]
 
 
 @pytest.mark.slow

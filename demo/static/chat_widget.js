@@ -43,10 +43,15 @@ function source(hit, rank) {
   const bar = node("div", { class: "ragchat-bar", title: `cosine similarity ${hit.score}` }, [
     node("div", { class: "ragchat-bar-fill", style: `width:${width.toFixed(0)}%` }),
   ]);
-  const score = node("div", { class: "ragchat-score" }, [
-    bar,
-    node("code", { "data-role": "score", text: Number(hit.score).toFixed(3) }),
-  ]);
+  const parts = [bar, node("code", { "data-role": "score", text: Number(hit.score).toFixed(3) })];
+  if (hit.percentile !== null && hit.percentile !== undefined) {
+    parts.push(node("span", {
+      class: "ragchat-percentile", "data-role": "percentile", text: `p${Number(hit.percentile).toFixed(1)}`,
+      title: "share of pairs of unrelated chunks in these notes that score lower",
+    }));
+  }
+  if (hit.weak) parts.push(node("span", { class: "ragchat-weak", "data-role": "weak", text: "weak match" }));
+  const score = node("div", { class: "ragchat-score" }, parts);
   const head = node("div", { class: "ragchat-source-head" }, [
     node("span", { class: "ragchat-rank", text: `${rank}.` }),
     node("b", { "data-role": "title", text: hit.title || hit.source }),
