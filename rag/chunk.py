@@ -18,6 +18,13 @@ from rag.load import Note
 # Bump when chunk boundaries or embedded text change: stored collections built with another version are rebuilt.
 CHUNKER_VERSION = "1"
 
+
+def chunking_id(chunk_tokens: int, overlap_tokens: int) -> str:
+    """What a store records about how its chunks were cut; a store that recorded another one is rebuilt, so a
+    changed chunk size never leaves old and new chunks side by side."""
+    return f"v{CHUNKER_VERSION}, {chunk_tokens} tokens, overlap {overlap_tokens}"
+
+
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
 _MARKDOWN = MarkdownIt("commonmark").enable("table")

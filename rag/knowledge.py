@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 from rag import calibrate
 from rag.calibrate import Calibration
-from rag.chunk import CHUNKER_VERSION
+from rag.chunk import chunking_id
 from rag.config import Config
 from rag.embed import Embedder, make_embedder
 from rag.errors import IndexLockedError, NoteWriteError
@@ -76,7 +76,7 @@ class KnowledgeBase:
                 chroma_url=self.config.chroma_url,
                 name=self.config.collection,
                 model=self.embedder.name,
-                chunker=CHUNKER_VERSION,
+                chunker=chunking_id(self.config.chunk_tokens, self.config.overlap_tokens),
             )
         return self._store
 

@@ -119,7 +119,7 @@ class Store:
             if meta.get("model") != model:
                 reason = f"the model changed from {meta.get('model')!r} to {model!r}"
             elif meta.get("chunker") != chunker:
-                reason = f"the chunking changed from version {meta.get('chunker')!r} to {chunker!r}"
+                reason = f"the chunking changed from {meta.get('chunker')!r} to {chunker!r}"
             if reason is None:
                 return cls(client, collection, location=location), None
             if not create:

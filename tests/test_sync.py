@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rag.chunk import chunking_id
 from rag.config import Config
 from rag.embed import SentenceTransformerEmbedder
 from rag.knowledge import KnowledgeBase
@@ -127,6 +128,18 @@ def test_changing_the_model_rebuilds_and_says_why(
     report = KnowledgeBase(config, embedder=other).sync()
     assert report.rebuilt and "model changed" in report.rebuilt and "another-model" in report.rebuilt
     assert report.added == 14 and other.embedded == report.chunks
+
+
+def test_changing_the_chunk_size_rebuilds_and_says_why(
+    indexed_config: Config, embedder: SentenceTransformerEmbedder
+) -> None:
+    counting = CountingEmbedder(embedder)
+    smaller = indexed_config.replace(chunk_tokens=96, overlap_tokens=16)
+    report = KnowledgeBase(smaller, embedder=counting).sync()
+    before = chunking_id(indexed_config.chunk_tokens, indexed_config.overlap_tokens)
+    assert report.rebuilt == f"the chunking changed from {before!r} to 'v1, 96 tokens, overlap 16'"
+    assert report.added == 14 and counting.embedded == report.chunks
+    assert report.chunks > KnowledgeBase(indexed_config, embedder=embedder).sync().chunks
 
 
 def test_status_reports_new_stale_and_deleted(indexed_config: Config, embedder: SentenceTransformerEmbedder) -> None:
