@@ -11,13 +11,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def starter_chunks(embedder, *, repeat: int = 1) -> list[str]:  # type: ignore[no-untyped-def]
     """The embedded text of every chunk of the starter notes, `repeat` times over."""
     from rag.chunk import chunk_note
+    from rag.config import Config
     from rag.load import find_notes, load_note
 
     root = ROOT / "knowledge"
     texts = []
     for path in find_notes(root):
         note = load_note(root, path)
-        for chunk in chunk_note(note, count_tokens=embedder.count_tokens, max_tokens=200, overlap_tokens=32):
+        for chunk in chunk_note(
+            note,
+            count_tokens=embedder.count_tokens,
+            max_tokens=Config.chunk_tokens,
+            overlap_tokens=Config.overlap_tokens,
+        ):
             texts.append(chunk.embedding_text)
     return texts * repeat
 

@@ -126,15 +126,18 @@ class Folder:
 
 
 def clean_build_chunks(
-    folder: Path, *, chunk_tokens: int = 200, overlap_tokens: int = 32
+    folder: Path, *, chunk_tokens: int | None = None, overlap_tokens: int | None = None
 ) -> dict[str, tuple[str, str]]:
-    """What a clean build of `folder` holds, without embedding: chunk id -> (text, note hash)."""
+    """What a clean build of `folder` holds with the default settings (or the given ones), without embedding:
+    chunk id -> (text, note hash)."""
     from rag.chunk import chunk_note
+    from rag.config import Config
     from rag.embed import SentenceTransformerEmbedder
     from rag.load import find_notes, load_note
 
     tokens = SentenceTransformerEmbedder()  # counts tokens with the model's tokenizer; loads no weights
-    budget = min(chunk_tokens, tokens.max_tokens)
+    budget = min(Config.chunk_tokens if chunk_tokens is None else chunk_tokens, tokens.max_tokens)
+    overlap_tokens = Config.overlap_tokens if overlap_tokens is None else overlap_tokens
     result = {}
     for path in find_notes(folder):
         note = load_note(folder, path)
