@@ -16,7 +16,7 @@ from markdown_it import MarkdownIt
 from rag.load import Note
 
 # Bump when chunk boundaries or embedded text change: stored collections built with another version are rebuilt.
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"
 
 
 def chunking_id(chunk_tokens: int, overlap_tokens: int) -> str:
@@ -68,6 +68,7 @@ class _Unit:
     start: int
     end: int
     text: str
+    heading: bool = False  # the section's own heading line(s)
 
 
 def chunk_note(
@@ -90,7 +91,7 @@ def chunk_note(
     """
     lines = note.body.split("\n")
     chunks: list[Chunk] = []
-    for heading, blocks in _sections(note.body, lines):
+    for heading, blocks, headed in _sections(note.body, lines):
         context = context_line(note.title, heading) + "\n\n"
         short: str | None = None
         if max_tokens - count_tokens([context])[0] < 8:
@@ -104,15 +105,24 @@ def chunk_note(
             return count_tokens([context + text])[0] <= max_tokens
 
         units: list[_Unit] = []
-        for start, end in blocks:
+        for n, (start, end) in enumerate(blocks):
             text = "\n".join(lines[start:end]).rstrip()
             if fits(text):
-                units.append(_Unit(start, end, text))
+                units.append(_Unit(start, end, text, heading=headed and n == 0))
             else:
                 units.extend(_split_block(lines, start, end, fits))
-        for group in _pack(units, fits, count_tokens, overlap_tokens):
+        carried: int | None = None
+        groups = _pack(units, fits, count_tokens, overlap_tokens)
+        for g, group in enumerate(groups):
+            if all(u.heading for u in group) and g + 1 < len(groups):
+                # A heading that does not fit with the text under it would be a chunk of one line, which matches
+                # any question about its title and answers none. Its words are in the context every chunk of the
+                # section is embedded with, so only its line goes on, to the next chunk's range.
+                carried = group[0].start
+                continue
             text = _join(group)
-            first, last = group[0].start, max(u.end for u in group) - 1
+            first, last = group[0].start if carried is None else carried, max(u.end for u in group) - 1
+            carried = None
             chunks.append(
                 Chunk(
                     id=f"{note.path}#{len(chunks)}",
@@ -132,8 +142,9 @@ def chunk_note(
     return chunks
 
 
-def _sections(body: str, lines: list[str]) -> list[tuple[str, list[tuple[int, int]]]]:
-    """Blocks of the body grouped under their heading path; every non-blank line is in exactly one block."""
+def _sections(body: str, lines: list[str]) -> list[tuple[str, list[tuple[int, int]], bool]]:
+    """Blocks of the body grouped under their heading path, and whether the first block is the section's heading;
+    every non-blank line is in exactly one block."""
     starts: list[tuple[int, str | None, int]] = []  # (line, heading text or None, heading level)
     tokens = _MARKDOWN.parse(body)
     for i, token in enumerate(tokens):
@@ -146,24 +157,26 @@ def _sections(body: str, lines: list[str]) -> list[tuple[str, list[tuple[int, in
     # Lines markdown-it emits no token for (link definitions, trailing text) join the block before them.
     if not starts or starts[0][0] != 0:
         starts.insert(0, (0, None, 0))
-    sections: list[tuple[str, list[tuple[int, int]]]] = []
+    sections: list[tuple[str, list[tuple[int, int]], bool]] = []
     path: list[tuple[int, str]] = []
     current: list[tuple[int, int]] = []
     current_heading = ""
+    headed = False
     for n, (start, heading, level) in enumerate(starts):
         end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
         while end > start and not lines[end - 1].strip():
             end -= 1
         if heading is not None:
             if current:
-                sections.append((current_heading, current))
+                sections.append((current_heading, current, headed))
             path = [(lvl, text) for lvl, text in path if lvl < level] + [(level, heading)]
             current_heading = " > ".join(text for _, text in path if text)
             current = []
+            headed = end > start
         if end > start:
             current.append((start, end))
     if current:
-        sections.append((current_heading, current))
+        sections.append((current_heading, current, headed))
     return sections
 
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence, TextIO
 from rag.config import Config
 from rag.errors import ConfigError, RagError
 from rag.knowledge import KnowledgeBase
+from rag.render import section
 from rag.retrieve import SearchResult, clean_question
 from rag.sync import SyncReport
 
@@ -185,7 +186,8 @@ def format_result(result: SearchResult) -> str:
     if not result.confident:
         lines.append(f"No confident match: {result.reason}. Nearest chunks:\n")
     for rank, hit in enumerate(result.hits, 1):
-        heading = f" > {hit.heading}" if hit.heading else ""
+        path = section(hit)
+        heading = f" > {path}" if path else ""
         percentile = f" (p{hit.percentile:.1f})" if hit.percentile is not None else ""
         lines.append(f"[{rank}] {hit.score:.2f}{percentile}  {hit.title}{heading}")
         lines.append(f"    {hit.source}:{hit.start_line}-{hit.end_line}")

@@ -58,14 +58,30 @@ def test_every_body_line_lands_in_some_chunk(embedder: SentenceTransformerEmbedd
     for note in all_notes():
         chunks = chunks_for(note, embedder, budget)
         covered = {n for c in chunks for n in range(c.start_line, c.end_line + 1)}
-        text = "\n".join(c.text for c in chunks)
+        # A heading that could not share a chunk with its text lives on in the heading path each chunk of its
+        # section is embedded with.
+        text = "\n".join(c.text + "\n" + c.heading for c in chunks)
         squeezed = "".join(text.split())
         for offset, line in enumerate(note.body.split("\n")):
             if line.strip():
                 assert note.body_line + offset in covered, (note.path, line)
                 # A line split into word slices still has every word in some chunk; a word too long for one
                 # chunk (a blob, a long table rule) is cut into pieces, so look for its start.
-                assert all(word[:20] in squeezed for word in line.split()), (note.path, line[:60])
+                words = line.lstrip("#").split()
+                assert all(word[:20] in squeezed for word in words), (note.path, line[:60])
+
+
+@pytest.mark.parametrize("budget", [256, 128, 64])
+def test_no_chunk_is_only_a_heading_when_its_section_has_text(
+    embedder: SentenceTransformerEmbedder, budget: int
+) -> None:
+    for note in all_notes():
+        chunks = chunks_for(note, embedder, budget)
+        lone = [c for c in chunks if c.text.lstrip().startswith("#") and "\n" not in c.text.strip()]
+        # A lone heading may stay only as the last chunk of a section that has nothing under it.
+        for chunk in lone:
+            later = [c for c in chunks if c.index > chunk.index and c.heading == chunk.heading]
+            assert not later, (note.path, chunk.text, budget)
 
 
 def test_chunk_lines_point_at_the_file(embedder: SentenceTransformerEmbedder) -> None:

@@ -25,7 +25,8 @@ HIT_KEYS = {"score", "text", "source", "title", "heading", "start_line", "end_li
 def test_search_api_returns_the_cli_json_shape(live_chat: LiveChat) -> None:
     data = live_chat.search("what does cosine similarity measure", k=3)
     expected = asdict(live_chat.kb.search("what does cosine similarity measure", k=3))
-    assert set(data) == {"question", "confident", "hits"}
+    assert set(data) == {"question", "confident", "hits", "reason", "confident_by", "confident_at"}
+    assert data["reason"] == expected["reason"] and data["confident_by"] == "percentile"
     assert [h["id"] for h in data["hits"]] == [h["id"] for h in expected["hits"]]
     assert [h["score"] for h in data["hits"]] == pytest.approx([h["score"] for h in expected["hits"]])
     assert data["confident"] is True and len(data["hits"]) == 3
