@@ -111,18 +111,15 @@ def chunk_note(
                 units.append(_Unit(start, end, text, heading=headed and n == 0))
             else:
                 units.extend(_split_block(lines, start, end, fits))
-        carried: int | None = None
         groups = _pack(units, fits, count_tokens, overlap_tokens)
         for g, group in enumerate(groups):
             if all(u.heading for u in group) and g + 1 < len(groups):
                 # A heading that does not fit with the text under it would be a chunk of one line, which matches
-                # any question about its title and answers none. Its words are in the context every chunk of the
-                # section is embedded with, so only its line goes on, to the next chunk's range.
-                carried = group[0].start
+                # any question about its title and answers none. Its words are already in the heading path that
+                # every chunk of the section carries and is embedded with.
                 continue
             text = _join(group)
-            first, last = group[0].start if carried is None else carried, max(u.end for u in group) - 1
-            carried = None
+            first, last = group[0].start, max(u.end for u in group) - 1
             chunks.append(
                 Chunk(
                     id=f"{note.path}#{len(chunks)}",
@@ -202,8 +199,8 @@ def _split_block(lines: list[str], start: int, end: int, fits: Callable[[str], b
                 else:
                     hi = mid - 1
             piece = " ".join(words[i : i + lo])
-            if not piece:
-                i += 1  # an empty word between two spaces
+            if not piece.strip():
+                i += lo  # only the empty words between runs of spaces: nothing to keep
                 continue
             if not fits(piece):
                 piece = _fitting_prefix(piece, fits)

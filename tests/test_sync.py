@@ -137,7 +137,8 @@ def test_changing_the_chunk_size_rebuilds_and_says_why(
     smaller = indexed_config.replace(chunk_tokens=96, overlap_tokens=16)
     report = KnowledgeBase(smaller, embedder=counting).sync()
     before = chunking_id(indexed_config.chunk_tokens, indexed_config.overlap_tokens)
-    assert report.rebuilt == f"the chunking changed from {before!r} to 'v1, 96 tokens, overlap 16'"
+    assert report.rebuilt == f"the chunking changed from {before!r} to {chunking_id(96, 16)!r}"
+    assert chunking_id(96, 16).endswith(", 96 tokens, overlap 16")
     assert report.added == 14 and counting.embedded == report.chunks
     assert report.chunks > KnowledgeBase(indexed_config, embedder=embedder).sync().chunks
 
