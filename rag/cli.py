@@ -16,7 +16,7 @@ from typing import Any, Sequence, TextIO
 from rag.config import Config
 from rag.errors import ConfigError, RagError
 from rag.knowledge import KnowledgeBase
-from rag.render import section
+from rag.render import percentile_label, section
 from rag.retrieve import SearchResult, clean_question
 from rag.sync import SyncReport
 
@@ -188,7 +188,8 @@ def format_result(result: SearchResult) -> str:
     for rank, hit in enumerate(result.hits, 1):
         path = section(hit)
         heading = f" > {path}" if path else ""
-        percentile = f" (p{hit.percentile:.1f})" if hit.percentile is not None else ""
+        label = percentile_label(hit.percentile)
+        percentile = f" ({label})" if label else ""
         lines.append(f"[{rank}] {hit.score:.2f}{percentile}  {hit.title}{heading}")
         lines.append(f"    {hit.source}:{hit.start_line}-{hit.end_line}")
         lines.extend("    " + line for line in hit.text.splitlines())

@@ -131,16 +131,17 @@ class KnowledgeBase:
             folder = self.cache_dir / "bm25"
             checked, saved = self._keyword_seen
             now = time.monotonic()
-            stale = self._keyword is None or _mtime_ns(folder / "chunks.json") != saved
-            if not stale and now - checked >= STORE_RECHECK_S:
-                stale = len(self._keyword or ()) != self.store.count()
+            mtime = _mtime_ns(folder / "chunks.json")
+            index = self._keyword
+            if index is not None and mtime == saved and now - checked >= STORE_RECHECK_S:
+                if len(index) != self.store.count():
+                    index = None
                 checked = now
-            if stale:
-                self._keyword, _ = KeywordIndex.open(self.store, folder)
-                checked = now
-            self._keyword_seen = (checked, _mtime_ns(folder / "chunks.json"))
-            assert self._keyword is not None
-            return self._keyword
+            if index is None or mtime != saved:
+                index, _ = KeywordIndex.open(self.store, folder)
+                checked, mtime = now, _mtime_ns(folder / "chunks.json")  # a rebuild saves the folder anew
+            self._keyword, self._keyword_seen = index, (checked, mtime)
+            return index
 
     def calibration(self, *, recheck: bool = False) -> Calibration | None:
         """The corpus's background similarities: kept in memory, else read from disk, and recomputed when the
