@@ -33,6 +33,8 @@ class Calibration:
     quantiles: list[float]
     pairs: int
     chunks: int
+    # The store build (model, chunking) measured; another build means other similarities, so it is measured anew.
+    build: str = ""
     format: int = _FORMAT
 
     def percentile(self, score: float) -> float:
@@ -45,8 +47,11 @@ class Calibration:
         # Built once per calibration: converting 1,001 floats on every hit cost more than the lookup.
         return np.asarray(self.quantiles, dtype=np.float64), np.linspace(0.0, 100.0, len(self.quantiles))
 
-    def stale(self, chunks: int) -> bool:
-        """Whether a corpus now holding `chunks` chunks has changed noticeably since this was computed."""
+    def stale(self, chunks: int, build: str | None = None) -> bool:
+        """Whether a corpus now holding `chunks` chunks (built as `build`) has changed noticeably since this was
+        computed."""
+        if build is not None and build != self.build:
+            return True
         if self.chunks <= SAMPLE_CHUNKS:
             # The sample was the whole corpus: any change changes it.
             return chunks != self.chunks
@@ -70,7 +75,12 @@ def compute(store: Store, *, sample: int = SAMPLE_CHUNKS, seed: int = 0) -> Cali
     if len(values) == 0:
         return None
     quantiles = np.quantile(values, np.linspace(0.0, 1.0, QUANTILES))
-    return Calibration(quantiles=[round(float(q), 5) for q in quantiles], pairs=int(len(values)), chunks=store.count())
+    return Calibration(
+        quantiles=[round(float(q), 5) for q in quantiles],
+        pairs=int(len(values)),
+        chunks=store.count(),
+        build=store.build,
+    )
 
 
 def load(path: Path) -> Calibration | None:

@@ -109,8 +109,7 @@ class KnowledgeBase:
             if report.added or report.updated or report.removed or report.rebuilt:
                 # Keep the derived data in step now, so the next process finds it current on disk.
                 if self._keyword is not None or self.config.search_mode != "dense":
-                    self._keyword = None
-                    self.keyword_index()
+                    self.keyword_index(changed=True)
                 self.calibration(recheck=True)
             return report
 
@@ -119,26 +118,28 @@ class KnowledgeBase:
         """Local folder of this collection's keyword index and calibration."""
         return cache_dir(self.config.db_dir, collection=self.config.collection, chroma_url=self.config.chroma_url)
 
-    def keyword_index(self) -> KeywordIndex:
-        """The BM25 index of the store's current chunks.
+    def keyword_index(self, *, changed: bool = False) -> KeywordIndex:
+        """The BM25 index (and vector copy) of the store's current chunks.
 
-        Kept in memory between searches; on first use (and after a sync here changed the store) it is loaded from
-        disk when its fingerprint (chunk ids and note hashes) matches the store, else rebuilt from the texts in the
-        store. Changes made by another process are noticed when that process saves a new index here (a file time,
-        checked on every search) or when the store's chunk count changes (asked at most once a second).
+        Kept in memory between searches; on first use (and when `changed`: a sync here changed the store) it is
+        loaded from disk when its fingerprint (build, chunk ids and note hashes) matches the store, else rebuilt
+        from the store, reusing the vectors of unchanged chunks. Changes made by another process are noticed when
+        that process saves a new index here (a file time, checked on every search) or when the store's chunk count
+        changes (asked at most once a second).
         """
         with self._lock:
             folder = self.cache_dir / "bm25"
             checked, saved = self._keyword_seen
             now = time.monotonic()
             mtime = _mtime_ns(folder / "chunks.json")
-            index = self._keyword
+            previous = self._keyword
+            index = None if changed else previous
             if index is not None and mtime == saved and now - checked >= STORE_RECHECK_S:
                 if len(index) != self.store.count():
                     index = None
                 checked = now
             if index is None or mtime != saved:
-                index, _ = KeywordIndex.open(self.store, folder)
+                index, _ = KeywordIndex.open(self.store, folder, previous=previous)
                 checked, mtime = now, _mtime_ns(folder / "chunks.json")  # a rebuild saves the folder anew
             self._keyword, self._keyword_seen = index, (checked, mtime)
             return index
@@ -152,7 +153,7 @@ class KnowledgeBase:
             count = self.store.count()
             if self._calibration is None:
                 self._calibration = calibrate.load(self.cache_dir / "calibration.json")
-            if self._calibration is None or self._calibration.stale(count):
+            if self._calibration is None or self._calibration.stale(count, self.store.build):
                 self._calibration = calibrate.compute(self.store)
                 if self._calibration is not None:
                     calibrate.save(self._calibration, self.cache_dir / "calibration.json")

@@ -142,14 +142,18 @@ def search(
         raise ConfigError(f"search mode {mode!r} needs the keyword index; open the store through KnowledgeBase")
     vector = embed_query(embedder, text)
     keyword_scores: dict[str, float] = {}
+    # Chunks already read with their texts (dense search gets them in its one query to the store).
+    fetched: dict[str, StoredChunk] = {}
     if mode == "dense":
-        similarity = store.nearest(vector, k=k)
+        fetched = {c.id: c for c in store.query(vector, k=k)}
+        similarity = {i: c.similarity for i, c in fetched.items()}
         ranking = dict(similarity)
     elif mode == "bm25":
         assert keyword is not None
         keyword_scores = keyword.scores(text, top=k)
         ranking = dict(_top(keyword_scores, k))
-        similarity = store.similarities(vector, list(ranking))
+        similarity = keyword.similarities(vector, ranking)
+        similarity.update(store.similarities(vector, [i for i in ranking if i not in similarity]))
     else:
         assert keyword is not None
         depth = max(k, CANDIDATES)
@@ -157,11 +161,14 @@ def search(
         keyword_scores = keyword.scores(text, top=depth, among=similarity)
         lexical = dict(_top(keyword_scores, depth))
         missing = [i for i in lexical if i not in similarity]
-        similarity.update(store.similarities(vector, missing))
+        # The keyword index keeps the stored vectors, so this is usually local; the store answers for the rest.
+        similarity.update(keyword.similarities(vector, missing))
+        similarity.update(store.similarities(vector, [i for i in missing if i not in similarity]))
         ranking = fuse(similarity, {i: keyword_scores.get(i, 0.0) for i in similarity}, dense_weight=DENSE_WEIGHT)
     best = [i for i, _ in _top(ranking, k) if i in similarity]
+    fetched.update((c.id, c) for c in store.get([i for i in best if i not in fetched]))
     hits = []
-    for chunk in store.get(best):
+    for chunk in (fetched[i] for i in best if i in fetched):
         score = round(similarity[chunk.id], 6)
         hits.append(
             dataclasses.replace(

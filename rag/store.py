@@ -135,6 +135,12 @@ class Store:
         )
         return cls(client, collection, location=location), reason
 
+    @property
+    def build(self) -> str:
+        """The model and chunking this collection was built with; data derived from it must match."""
+        meta = self.collection.metadata or {}
+        return f"{meta.get('model')} | {meta.get('chunker')}"
+
     def count(self) -> int:
         return int(self.collection.count())
 
@@ -234,6 +240,15 @@ class Store:
         matrix = np.asarray(page["embeddings"], dtype=np.float32)
         values = matrix @ np.asarray(vector, dtype=np.float32)
         return {i: float(v) for i, v in zip(page["ids"], values, strict=True)}
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by chunk id, fetched 1,000 at a time; ids the store does not hold are left out."""
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 1000):
+            page = self.collection.get(ids=list(ids[start : start + 1000]), include=["embeddings"])
+            matrix = np.asarray(page["embeddings"], dtype=np.float32)
+            found.update(zip(page["ids"], matrix, strict=True))
+        return found
 
     def sample_vectors(self, n: int, *, seed: int = 0) -> tuple[list[str], np.ndarray]:
         """Up to `n` stored chunks drawn at random: their sources and their vectors."""

@@ -31,6 +31,14 @@ def ids_for(kb: KnowledgeBase, question: str, mode: str = "bm25") -> list[str]:
     return [h.id for h in kb.search(question, k=5, mode=mode).hits]
 
 
+def assert_vectors_current(kb: KnowledgeBase) -> None:
+    """The keyword index's copy of the vectors scores every chunk exactly as the store does."""
+    index = kb.keyword_index()
+    probe = np.random.default_rng(1).normal(size=index.vectors.shape[1]).astype(np.float32)
+    assert sorted(index.ids) == sorted(c.id for c in kb.store.iter_chunks())
+    assert index.similarities(probe, index.ids) == pytest.approx(kb.store.similarities(probe, index.ids), abs=1e-5)
+
+
 def test_keyword_side_follows_add_change_delete_and_restart(config: Config, embedder) -> None:
     kb = KnowledgeBase(config, embedder=embedder)
     kb.sync()
@@ -39,11 +47,13 @@ def test_keyword_side_follows_add_change_delete_and_restart(config: Config, embe
     note(extra, "Zorblatt", "The zorblatt quenching method cools forged blades in whale oil.")
     kb.sync()
     assert ids_for(kb, "zorblatt quenching")[0] == "zorblatt.md#0"
+    assert_vectors_current(kb)
 
     note(extra, "Blade cooling", "Forged blades are now cooled in brine by the flimflam process.")
     kb.sync()
     assert ids_for(kb, "zorblatt quenching") == []
     assert ids_for(kb, "flimflam")[0] == "zorblatt.md#0"
+    assert_vectors_current(kb)
 
     # A new process over the same store loads the saved index instead of rebuilding it.
     saved = kb.cache_dir / "bm25" / "chunks.json"
@@ -74,6 +84,7 @@ def test_an_edit_saved_by_another_process_reaches_this_ones_keyword_side(config:
     assert chat.store.count() == chunks
     assert ids_for(chat, "flimflam")[0] == "zorblatt.md#0"
     assert ids_for(chat, "zorblatt quenching") == []
+    assert_vectors_current(chat)
 
 
 def test_keyword_scores_keep_the_best_and_the_asked_for(config: Config, embedder) -> None:
@@ -99,6 +110,47 @@ def test_stale_cache_is_rebuilt_from_the_store_texts(config: Config, embedder) -
     index, rebuilt = KeywordIndex.open(kb.store, folder)
     assert rebuilt is True
     assert len(index) == kb.store.count()
+
+
+class Shifted:
+    """The real model's vectors pulled toward one fixed direction and made unit length again: a second model whose
+    chunks all sit closer together than the first one's, as models differ in how their scores spread."""
+
+    name = "shifted-all-MiniLM-L6-v2"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.max_tokens = inner.max_tokens
+
+    def embed_batch(self, texts):
+        vectors = self.inner.embed_batch(texts)
+        vectors = vectors + 0.5 / np.sqrt(vectors.shape[1])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def count_tokens(self, texts):
+        return self.inner.count_tokens(texts)
+
+
+def test_keyword_side_and_calibration_follow_a_model_change(config: Config, embedder) -> None:
+    # Same notes, same chunk ids and note hashes, another model: nothing derived from the old vectors may survive.
+    first = KnowledgeBase(config, embedder=embedder)
+    first.sync()
+    before = first.calibration()
+    second = KnowledgeBase(config, embedder=Shifted(embedder))
+    assert second.sync().rebuilt
+    after = second.calibration()
+    assert before is not None and after is not None
+    assert np.median(after.quantiles) > np.median(before.quantiles) + 0.1
+    question = "How does BM25 weigh rare terms?"
+    vector = second.embedder.embed_batch([question])[0]
+    index, rebuilt = KeywordIndex.open(second.store, second.cache_dir / "bm25")
+    assert rebuilt is False
+    ids = index.ids[:50]
+    stored = second.store.similarities(vector, ids)
+    assert index.similarities(vector, ids) == pytest.approx(stored, abs=1e-5)
+    hits = second.search(question, k=5, mode="hybrid").hits
+    exact = second.store.similarities(vector, [h.id for h in hits])
+    assert [h.score for h in hits] == pytest.approx([exact[h.id] for h in hits], abs=1e-5)
 
 
 def test_hybrid_hits_show_cosine_similarity_and_keyword_score(config: Config, embedder) -> None:
