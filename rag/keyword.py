@@ -158,19 +158,7 @@ class KeywordIndex:
         if texts:
             retriever.index(tokenize(texts, _stemmer()), show_progress=False)
         reusable = previous if previous is not None and previous.store_build == store.build else None
-        rows: dict[str, np.ndarray] = {}
-        if reusable is not None:
-            for chunk_id, note_hash in zip(ids, hashes, strict=True):
-                n = reusable._position.get(chunk_id)
-                if n is not None and reusable.note_hashes[chunk_id] == note_hash:
-                    rows[chunk_id] = reusable.vectors[n]
-        rows.update(store.vectors([i for i in ids if i not in rows]))
-        # A chunk deleted between the two reads gets no vector (NaN); searches ask the store for it instead.
-        width = len(next(iter(rows.values()))) if rows else 0
-        vectors = np.full((len(ids), width), np.nan, dtype=np.float32)
-        for n, chunk_id in enumerate(ids):
-            if chunk_id in rows:
-                vectors[n] = rows[chunk_id]
+        vectors = _vectors(store, ids, hashes, reusable)
         return cls(retriever, ids, hashes, digest, vectors=vectors, store_build=store.build)
 
     def save(self, folder: Path) -> None:
@@ -248,3 +236,26 @@ class KeywordIndex:
         scores = self.scores(question, top=k)
         best = heapq.nlargest(k, scores.items(), key=lambda item: item[1]) if k > 0 else []
         return [KeywordHit(chunk_id, score) for chunk_id, score in best]
+
+
+def _vectors(store: Store, ids: list[str], hashes: list[str], previous: KeywordIndex | None) -> np.ndarray:
+    """The stored vector of each chunk in `ids`, row by row: from `previous` where its note is unchanged, else
+    from the store. A chunk deleted meanwhile gets NaN, and searches ask the store for it instead."""
+    kept: dict[int, int] = {}  # row here -> row in `previous`
+    if previous is not None:
+        for n, (chunk_id, note_hash) in enumerate(zip(ids, hashes, strict=True)):
+            old = previous._position.get(chunk_id)
+            if old is not None and previous.note_hashes[chunk_id] == note_hash:
+                kept[n] = old
+    fetched = store.vectors([chunk_id for n, chunk_id in enumerate(ids) if n not in kept])
+    if previous is not None and kept:
+        width = previous.vectors.shape[1]
+    else:
+        width = len(next(iter(fetched.values()))) if fetched else 0
+    vectors = np.full((len(ids), width), np.nan, dtype=np.float32)
+    if previous is not None and kept:
+        vectors[list(kept)] = previous.vectors[list(kept.values())]
+    for n, chunk_id in enumerate(ids):
+        if n not in kept and chunk_id in fetched:
+            vectors[n] = fetched[chunk_id]
+    return vectors
