@@ -175,6 +175,8 @@ def benchmark(args: argparse.Namespace) -> dict:
         "documents": len(beir.corpus),
         "chunk_tokens": args.chunk_tokens,
         "overlap_tokens": args.overlap_tokens,
+        "latency_queries": args.latency_queries,
+        "latency_repeats": args.latency_repeats,
         "runs": [],
     }
     for encoder in args.encoders:
@@ -202,7 +204,7 @@ def benchmark(args: argparse.Namespace) -> dict:
                 **metrics,
                 "ingest_chunks_per_s": figures.get("chunks_per_s"),
                 "ingest_notes_per_s": figures.get("notes_per_s"),
-                **latency(kb, beir, mode=mode, limit=args.latency_queries),
+                **latency(kb, beir, mode=mode, limit=args.latency_queries, repeats=args.latency_repeats),
                 "eval_seconds": round(time.perf_counter() - started, 1),
                 "peak_rss_mb": peak_rss_mb(),
             }
@@ -233,6 +235,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overlap-tokens", type=int, default=Config.overlap_tokens)
     parser.add_argument("--depth", type=int, default=DEPTH, help="chunks retrieved per query for the metrics")
     parser.add_argument("--latency-queries", type=int, default=100, help="queries timed per mode (k=5)")
+    parser.add_argument(
+        "--latency-repeats", type=int, default=3, help="passes over those queries; p50/p95 are over all of them"
+    )
     parser.add_argument("--json-out", type=Path, help="also write the JSON result here")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
