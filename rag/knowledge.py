@@ -110,6 +110,10 @@ class KnowledgeBase:
                 # Keep the derived data in step now, so the next process finds it current on disk.
                 if self._keyword is not None or self.config.search_mode != "dense":
                     self.keyword_index(changed=True)
+                else:
+                    # This process does not search by keywords: drop the saved index, so that a process that does
+                    # (a chat beside this CLI run) sees the file change and rebuilds instead of keeping old texts.
+                    (self.cache_dir / "bm25" / "chunks.json").unlink(missing_ok=True)
                 self.calibration(recheck=True)
             return report
 

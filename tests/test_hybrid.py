@@ -87,6 +87,21 @@ def test_an_edit_saved_by_another_process_reaches_this_ones_keyword_side(config:
     assert_vectors_current(chat)
 
 
+def test_an_edit_synced_by_a_dense_only_process_reaches_the_keyword_side(config: Config, embedder) -> None:
+    # A CLI run configured for dense search keeps no keyword index of its own; the chat's must still follow it.
+    extra = config.knowledge_dir / "zorblatt.md"
+    note(extra, "Zorblatt", "The zorblatt quenching method cools forged blades in whale oil.")
+    chat = KnowledgeBase(config, embedder=embedder)
+    cli = KnowledgeBase(config.replace(search_mode="dense"), embedder=embedder)
+    chat.sync()
+    assert ids_for(chat, "zorblatt quenching")[0] == "zorblatt.md#0"
+    note(extra, "Blade cooling", "Forged blades are now cooled in brine by the flimflam process.")
+    assert cli.sync().updated == 1
+    assert ids_for(chat, "flimflam")[0] == "zorblatt.md#0"
+    assert ids_for(chat, "zorblatt quenching") == []
+    assert_vectors_current(chat)
+
+
 def test_keyword_scores_keep_the_best_and_the_asked_for(config: Config, embedder) -> None:
     kb = KnowledgeBase(config, embedder=embedder)
     kb.sync()
