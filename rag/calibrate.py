@@ -47,10 +47,10 @@ class Calibration:
         # Built once per calibration: converting 1,001 floats on every hit cost more than the lookup.
         return np.asarray(self.quantiles, dtype=np.float64), np.linspace(0.0, 100.0, len(self.quantiles))
 
-    def stale(self, chunks: int, build: str | None = None) -> bool:
-        """Whether a corpus now holding `chunks` chunks (built as `build`) has changed noticeably since this was
-        computed."""
-        if build is not None and build != self.build:
+    def stale(self, chunks: int, build: str) -> bool:
+        """Whether a corpus now holding `chunks` chunks, built as `build` (model, chunking), has changed noticeably
+        since this was computed."""
+        if build != self.build:
             return True
         if self.chunks <= SAMPLE_CHUNKS:
             # The sample was the whole corpus: any change changes it.

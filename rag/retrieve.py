@@ -20,6 +20,8 @@ from rag.render import hits_table, result_html
 from rag.store import Store, StoredChunk
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from rag.calibrate import Calibration
     from rag.keyword import KeywordIndex
 
@@ -152,8 +154,7 @@ def search(
         assert keyword is not None
         keyword_scores = keyword.scores(text, top=k)
         ranking = dict(_top(keyword_scores, k))
-        similarity = keyword.similarities(vector, ranking)
-        similarity.update(store.similarities(vector, [i for i in ranking if i not in similarity]))
+        similarity = _similarities(store, keyword, vector, list(ranking))
     else:
         assert keyword is not None
         depth = max(k, CANDIDATES)
@@ -161,9 +162,7 @@ def search(
         keyword_scores = keyword.scores(text, top=depth, among=similarity)
         lexical = dict(_top(keyword_scores, depth))
         missing = [i for i in lexical if i not in similarity]
-        # The keyword index keeps the stored vectors, so this is usually local; the store answers for the rest.
-        similarity.update(keyword.similarities(vector, missing))
-        similarity.update(store.similarities(vector, [i for i in missing if i not in similarity]))
+        similarity.update(_similarities(store, keyword, vector, missing))
         ranking = fuse(similarity, {i: keyword_scores.get(i, 0.0) for i in similarity}, dense_weight=DENSE_WEIGHT)
     best = [i for i, _ in _top(ranking, k) if i in similarity]
     fetched.update((c.id, c) for c in store.get([i for i in best if i not in fetched]))
@@ -230,6 +229,14 @@ def fuse(dense: dict[str, float], lexical: dict[str, float], *, dense_weight: fl
         return {}
     d, s = scaled(dense), scaled(lexical)
     return {i: dense_weight * d[i] + (1 - dense_weight) * s.get(i, 0.0) for i in dense}
+
+
+def _similarities(store: Store, keyword: KeywordIndex, vector: np.ndarray, ids: list[str]) -> dict[str, float]:
+    """Cosine similarity of `vector` to each chunk of `ids`: from the keyword index's copy of the stored vectors
+    (no round trip), and from the store for any chunk the copy lacks (changed since it was built)."""
+    found = keyword.similarities(vector, ids)
+    found.update(store.similarities(vector, [i for i in ids if i not in found]))
+    return found
 
 
 def _top(scores: dict[str, float], k: int) -> list[tuple[str, float]]:

@@ -232,14 +232,11 @@ class Store:
 
     def similarities(self, vector: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
         """Cosine similarity of `vector` to each stored chunk in `ids` (stored vectors are unit length)."""
-        if not ids:
+        found = self.vectors(ids)
+        if not found:
             return {}
-        page = self.collection.get(ids=list(ids), include=["embeddings"])
-        if not len(page["ids"]):
-            return {}
-        matrix = np.asarray(page["embeddings"], dtype=np.float32)
-        values = matrix @ np.asarray(vector, dtype=np.float32)
-        return {i: float(v) for i, v in zip(page["ids"], values, strict=True)}
+        values = np.stack(list(found.values())) @ np.asarray(vector, dtype=np.float32)
+        return {i: float(v) for i, v in zip(found, values, strict=True)}
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors by chunk id, fetched 1,000 at a time; ids the store does not hold are left out."""

@@ -251,9 +251,10 @@ def test_calibration_percentile_and_staleness() -> None:
     assert cal.percentile(-1.0) == 0.0
     assert cal.percentile(0.2) == pytest.approx(50.0, abs=0.1)
     assert cal.percentile(0.9) == 100.0
-    assert not cal.stale(5200) and cal.stale(5600)
+    assert not cal.stale(5200, "") and cal.stale(5600, "")
+    assert cal.stale(5000, "another-model | v2, 128 tokens, overlap 16")
     small = Calibration(quantiles=[0.0, 1.0], pairs=10, chunks=40)
-    assert small.stale(41) and not small.stale(40)
+    assert small.stale(41, "") and not small.stale(40, "")
 
 
 def test_terminal_output_shows_the_percentile_and_why_not_confident() -> None:
