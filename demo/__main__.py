@@ -1,6 +1,7 @@
 """`python -m demo`: sync the knowledge folder, watch it, and serve the chat at http://127.0.0.1:7860.
 
-Flags bind to `rag.config.Config` fields, so each also reads from its `RAG_*` variable (flags win).
+Flags bind to `rag.config.Config` fields (the notes, the store, the model) or to `demo.settings.ServerSettings`
+fields (address, login, host names), so each also reads from its `RAG_*` variable (flags win).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 from typing import Sequence
 
+from demo.settings import ServerSettings
 from rag.config import Config
 from rag.errors import ConfigError, RagError
 
@@ -54,24 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = Config.from_env().replace(
-            host=args.host,
-            port=args.port,
             knowledge_dir=args.knowledge,
             db_dir=args.db,
             model=args.model,
             chroma_url=args.chroma_url,
-            auth=args.auth,
             read_only=args.read_only,
         )
-        from demo.server import parse_auth
-
-        parse_auth(config.auth)
+        settings = ServerSettings.from_env().replace(host=args.host, port=args.port, auth=args.auth)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not is_loopback(config.host) and not config.auth and not args.allow_remote_without_auth:
+    if not is_loopback(settings.host) and not settings.auth and not args.allow_remote_without_auth:
         print(
-            f"error: refusing to listen on {config.host} without --auth: anyone who can reach this machine could "
+            f"error: refusing to listen on {settings.host} without --auth: anyone who can reach this machine could "
             "read every note and add new ones. Pass --auth user:password (or RAG_AUTH), or "
             "--allow-remote-without-auth on a network you trust.",
             file=sys.stderr,
@@ -106,12 +103,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{report.removed} removed) in {report.seconds:.1f} s",
         file=sys.stderr,
     )
-    app = create_server(kb, read_only=config.read_only, auth=config.auth, watcher=watcher)
-    shown = f"[{config.host}]" if ":" in config.host else config.host
+    app = create_server(
+        kb,
+        read_only=config.read_only,
+        auth=settings.auth,
+        watcher=watcher,
+    )
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     mode = " (read-only)" if config.read_only else ""
-    print(f"chat at http://{shown}:{config.port}{mode}; watching {config.knowledge_dir}; Ctrl+C stops", file=sys.stderr)
+    print(
+        f"chat at http://{shown}:{settings.port}{mode}; watching {config.knowledge_dir}; Ctrl+C stops", file=sys.stderr
+    )
     with watcher:
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
 
 

@@ -20,28 +20,15 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from demo.app import APP_CSS, TITLE, ChatService, build_app, theme
+from demo.settings import parse_auth
 from demo.watch import FolderWatcher
-from rag.errors import ConfigError, EmptyQuestionError, NoteWriteError, RagError
+from rag.errors import EmptyQuestionError, NoteWriteError, RagError
 from rag.knowledge import KnowledgeBase
 
 MAX_K = 50
 _BASIC = HTTPBasic(auto_error=False)
 # Module level, so FastAPI can resolve the annotation (this module postpones annotations).
 BasicCredentials = Annotated[HTTPBasicCredentials | None, Depends(_BASIC)]
-
-
-def parse_auth(value: str | tuple[str, str] | None) -> tuple[str, str] | None:
-    """`user:password` as a pair; None stays None.
-
-    Raises:
-        ConfigError: the value has no colon, or an empty user or password.
-    """
-    if value is None or isinstance(value, tuple):
-        return value
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise ConfigError("--auth (RAG_AUTH) must look like user:password, with neither part empty")
-    return user, password
 
 
 def create_server(

@@ -12,6 +12,10 @@ from rag.errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
+# Variables of front ends built on the library (the web chat's address, login and host names), not settings of
+# the library: accepted and ignored here, so a shell set up for the chat can still run `python -m rag`.
+FOREIGN_VARIABLES = ("RAG_HOST", "RAG_PORT", "RAG_AUTH", "RAG_ALLOWED_HOSTS")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -40,9 +44,6 @@ class Config:
     search_mode: str = "hybrid"
     # With a calibrated corpus, the best hit's percentile among unrelated chunk pairs needed to be confident.
     confident_percentile: float = 95.0
-    host: str = "127.0.0.1"
-    port: int = 7860
-    auth: str | None = None
     read_only: bool = False
     # How long a sync waits for another process's sync of the same store before giving up, in seconds.
     lock_wait: float = 60.0
@@ -54,12 +55,15 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
-        """Defaults overridden by `RAG_*` variables; an unknown `RAG_` name is an error, not a silent typo."""
+        """Defaults overridden by `RAG_*` variables; an unknown `RAG_` name is an error, not a silent typo.
+
+        The names in `FOREIGN_VARIABLES` belong to other front ends and are skipped.
+        """
         environ = os.environ if environ is None else environ
         names = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
         for key, raw in environ.items():
-            if not key.startswith("RAG_"):
+            if not key.startswith("RAG_") or key in FOREIGN_VARIABLES:
                 continue
             name = key[4:].lower()
             if name not in names:
