@@ -229,10 +229,159 @@ def build_app(
     import gradio as gr
 
     service = ChatService(kb, read_only=read_only, watcher=watcher)
-    knowledge = Path(kb.config.knowledge_dir)
-    examples = [q for q, note in EXAMPLES if (knowledge / note).exists()]
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        layout = build_layout(service)
+        wire_events(app, layout, ChatEvents(service))
+        add_named_endpoints(service)
+    app.queue(default_concurrency_limit=2)
+    return app
 
-    def on_ask(question: str, history: list[dict[str, Any]], k: float, min_score: float) -> tuple[Any, ...]:
+
+@dataclass(frozen=True)
+class NoteForm:
+    """The "Add a note" tab's fields (absent in a read-only chat)."""
+
+    title: Any
+    tags: Any
+    body: Any
+    save: Any
+    notice: Any
+
+
+@dataclass(frozen=True)
+class ChatLayout:
+    """The components the events read and write, as `build_layout` placed them (Gradio components, typed Any
+    because gradio is imported lazily)."""
+
+    chatbot: Any
+    question: Any
+    ask: Any
+    clear: Any
+    save_answer: Any | None  # None when read-only
+    save_notice: Any
+    top_k: Any
+    min_score: Any
+    sources: Any
+    note_form: NoteForm | None  # None when read-only
+    status: Any
+    timer: Any
+    last_answer: Any  # gr.State holding the last Answer, for "Save answer as note"
+
+
+def build_layout(service: ChatService) -> ChatLayout:
+    """Place the header, the chat column and the side tabs inside the current Blocks; wires nothing."""
+    import gradio as gr
+
+    knowledge = Path(service.kb.config.knowledge_dir)
+    gr.HTML(
+        f"<h1>{TITLE}</h1><p>Answers quoted from the Markdown notes in <code>{html.escape(str(knowledge))}</code>. "
+        "Every source shows its cosine similarity to your question.</p>",
+        elem_id="rag-header",
+    )
+    last_answer = gr.State(None)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=420):
+            chat = _chat_column(service, [q for q, note in EXAMPLES if (knowledge / note).exists()])
+        with gr.Column(scale=2, min_width=340):
+            side = _side_column(service)
+    return ChatLayout(**chat, **side, last_answer=last_answer)
+
+
+def _chat_column(service: ChatService, examples: list[str]) -> dict[str, Any]:
+    """The conversation, the question box, the chat's buttons and the search settings."""
+    import gradio as gr
+
+    chatbot = gr.Chatbot(
+        label="Chat",
+        height=600,
+        sanitize_html=True,
+        latex_delimiters=[],
+        feedback_options=None,
+        buttons=["copy"],
+        placeholder="Ask a question about your notes. The answer quotes them, numbered [1], [2] "
+        "by source; the sources and their scores appear on the right.",
+        elem_id="rag-chat",
+    )
+    with gr.Row(elem_id="rag-ask-row"):
+        question = gr.Textbox(
+            show_label=False,
+            placeholder="Ask your notes, e.g. what does a similarity of 0.8 mean?",
+            scale=6,
+            lines=1,
+            max_lines=4,
+            autofocus=True,
+            elem_id="rag-question",
+        )
+        ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="rag-ask")
+    if examples:
+        gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try")
+    save_answer = None
+    with gr.Row():
+        clear = gr.Button("New chat", size="sm", variant="secondary")
+        if not service.read_only:
+            save_answer = gr.Button("Save answer as note", size="sm", elem_id="rag-save-answer")
+    save_notice = gr.HTML("", elem_id="rag-save-notice")
+    with gr.Accordion("Search settings", open=False):
+        top_k = gr.Slider(1, 20, value=5, step=1, label="Sources (top-k)", elem_id="rag-topk")
+        min_score = gr.Slider(
+            0.0,
+            1.0,
+            value=0.0,
+            step=0.05,
+            label="Minimum score",
+            info="Hide sources whose cosine similarity is below this (0 = show all).",
+            elem_id="rag-minscore",
+        )
+    return {
+        "chatbot": chatbot,
+        "question": question,
+        "ask": ask,
+        "clear": clear,
+        "save_answer": save_answer,
+        "save_notice": save_notice,
+        "top_k": top_k,
+        "min_score": min_score,
+    }
+
+
+def _side_column(service: ChatService) -> dict[str, Any]:
+    """The tabs beside the chat: the scored sources, the note form (unless read-only) and the index status."""
+    import gradio as gr
+
+    note_form = None
+    with gr.Tabs():
+        with gr.Tab("Sources", id="sources"):
+            sources = gr.HTML(format_sources(None), elem_id="rag-sources")
+        if not service.read_only:
+            with gr.Tab("Add a note", id="add-note"):
+                note_form = NoteForm(
+                    title=gr.Textbox(label="Title", elem_id="rag-note-title"),
+                    tags=gr.Textbox(label="Tags", placeholder="comma separated", elem_id="rag-note-tags"),
+                    body=gr.Textbox(label="Body (Markdown)", lines=8, max_lines=20, elem_id="rag-note-body"),
+                    save=gr.Button("Save note", variant="primary", elem_id="rag-note-save"),
+                    notice=gr.HTML("", elem_id="rag-note-notice"),
+                )
+        with gr.Tab("Index", id="index"):
+            status = gr.HTML("", elem_id="rag-status")
+            timer = gr.Timer(2.0)
+    return {"sources": sources, "note_form": note_form, "status": status, "timer": timer}
+
+
+class ChatEvents:
+    """What the page's buttons, box and timer do: each method takes and returns component values.
+
+    Gradio names each event after its function, and names must not collide with the named endpoints (`/ask`,
+    `/status`, `/add_note`), hence the `on_` prefix.
+    """
+
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+
+    def on_ask(self, question: str, history: list[dict[str, Any]], k: float, min_score: float) -> tuple[Any, ...]:
+        """Chat history, sources, question box (cleared) and the answer kept for saving."""
+        import gradio as gr
+
+        service = self.service
         question = (question or "").strip()
         if not question:
             return history, gr.skip(), "", gr.skip()
@@ -245,144 +394,95 @@ def build_app(
         history.append({"role": "assistant", "content": answer.markdown})
         return history, format_sources(answer.result), "", answer
 
-    def on_save_answer(answer: Answer | None) -> str:
+    def on_save_answer(self, answer: Answer | None) -> str:
         if answer is None:
             return format_notice("Ask a question first; then this saves the question, answer and sources.", ok=False)
         try:
-            note = service.save_answer(answer)
+            note = self.service.save_answer(answer)
         except RagError as exc:
             return format_notice(str(exc), ok=False)
         return format_notice(f"Saved as {note.path} and indexed.", ok=True)
 
-    def on_add_note(title: str, tags: str, body: str) -> tuple[Any, ...]:
+    def on_add_note(self, title: str, tags: str, body: str) -> tuple[Any, ...]:
+        """The notice, then the form's fields: emptied after a save, kept as typed after a refusal."""
+        import gradio as gr
+
         try:
-            note = service.add_note(title, body, parse_tags(tags))
+            note = self.service.add_note(title, body, parse_tags(tags))
         except RagError as exc:
             return format_notice(str(exc), ok=False), gr.skip(), gr.skip(), gr.skip()
         message = f"Saved {note.path} and indexed it: ask about it now."
         return format_notice(message, ok=True), "", "", ""
 
-    def on_status() -> str:
+    def on_status(self) -> str:
         try:
-            return format_status(service.status())
+            return format_status(self.service.status())
         except RagError as exc:
             return format_notice(str(exc), ok=False)
 
-    def on_clear() -> tuple[Any, ...]:
+    def on_clear(self) -> tuple[Any, ...]:
         return [], format_sources(None), None, ""
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
-        gr.HTML(
-            f"<h1>{TITLE}</h1><p>Answers quoted from the Markdown notes in <code>{html.escape(str(knowledge))}</code>. "
-            "Every source shows its cosine similarity to your question.</p>",
-            elem_id="rag-header",
+
+def wire_events(app: Any, ui: ChatLayout, events: ChatEvents) -> None:
+    """Connect the layout's components to the events. Every event is private: scripts use the named endpoints."""
+    ask_args: dict[str, Any] = {
+        "fn": events.on_ask,
+        "inputs": [ui.question, ui.chatbot, ui.top_k, ui.min_score],
+        "outputs": [ui.chatbot, ui.sources, ui.question, ui.last_answer],
+        "api_visibility": "private",
+    }
+    ui.ask.click(**ask_args)
+    ui.question.submit(**ask_args)
+    ui.clear.click(
+        events.on_clear, outputs=[ui.chatbot, ui.sources, ui.last_answer, ui.save_notice], api_visibility="private"
+    )
+    if ui.save_answer is not None:
+        ui.save_answer.click(
+            events.on_save_answer, inputs=[ui.last_answer], outputs=[ui.save_notice], api_visibility="private"
         )
-        last_answer = gr.State(None)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=420):
-                chatbot = gr.Chatbot(
-                    label="Chat",
-                    height=600,
-                    sanitize_html=True,
-                    latex_delimiters=[],
-                    feedback_options=None,
-                    buttons=["copy"],
-                    placeholder="Ask a question about your notes. The answer quotes them, numbered [1], [2] "
-                    "by source; the sources and their scores appear on the right.",
-                    elem_id="rag-chat",
-                )
-                with gr.Row(elem_id="rag-ask-row"):
-                    question = gr.Textbox(
-                        show_label=False,
-                        placeholder="Ask your notes, e.g. what does a similarity of 0.8 mean?",
-                        scale=6,
-                        lines=1,
-                        max_lines=4,
-                        autofocus=True,
-                        elem_id="rag-question",
-                    )
-                    ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="rag-ask")
-                if examples:
-                    gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try")
-                with gr.Row():
-                    clear = gr.Button("New chat", size="sm", variant="secondary")
-                    if not service.read_only:
-                        save_answer = gr.Button("Save answer as note", size="sm", elem_id="rag-save-answer")
-                save_notice = gr.HTML("", elem_id="rag-save-notice")
-                with gr.Accordion("Search settings", open=False):
-                    top_k = gr.Slider(1, 20, value=5, step=1, label="Sources (top-k)", elem_id="rag-topk")
-                    min_score = gr.Slider(
-                        0.0,
-                        1.0,
-                        value=0.0,
-                        step=0.05,
-                        label="Minimum score",
-                        info="Hide sources whose cosine similarity is below this (0 = show all).",
-                        elem_id="rag-minscore",
-                    )
-            with gr.Column(scale=2, min_width=340):
-                with gr.Tabs():
-                    with gr.Tab("Sources", id="sources"):
-                        sources = gr.HTML(format_sources(None), elem_id="rag-sources")
-                    if not service.read_only:
-                        with gr.Tab("Add a note", id="add-note"):
-                            note_title = gr.Textbox(label="Title", elem_id="rag-note-title")
-                            note_tags = gr.Textbox(label="Tags", placeholder="comma separated", elem_id="rag-note-tags")
-                            note_body = gr.Textbox(
-                                label="Body (Markdown)", lines=8, max_lines=20, elem_id="rag-note-body"
-                            )
-                            add = gr.Button("Save note", variant="primary", elem_id="rag-note-save")
-                            note_notice = gr.HTML("", elem_id="rag-note-notice")
-                    with gr.Tab("Index", id="index"):
-                        status = gr.HTML("", elem_id="rag-status")
-                        timer = gr.Timer(2.0)
+    if ui.note_form is not None:
+        form = ui.note_form
+        form.save.click(
+            events.on_add_note,
+            inputs=[form.title, form.tags, form.body],
+            outputs=[form.notice, form.title, form.tags, form.body],
+            api_visibility="private",
+        )
+    ui.timer.tick(events.on_status, outputs=[ui.status], show_progress="hidden", api_visibility="private")
+    app.load(events.on_status, outputs=[ui.status], show_progress="hidden", api_visibility="private")
 
-        ask_args: dict[str, Any] = {
-            "fn": on_ask,
-            "inputs": [question, chatbot, top_k, min_score],
-            "outputs": [chatbot, sources, question, last_answer],
-            "api_visibility": "private",
-        }
-        ask.click(**ask_args)
-        question.submit(**ask_args)
-        clear.click(on_clear, outputs=[chatbot, sources, last_answer, save_notice], api_visibility="private")
-        if not service.read_only:
-            save_answer.click(on_save_answer, inputs=[last_answer], outputs=[save_notice], api_visibility="private")
-            add.click(
-                on_add_note,
-                inputs=[note_title, note_tags, note_body],
-                outputs=[note_notice, note_title, note_tags, note_body],
-                api_visibility="private",
-            )
-        timer.tick(on_status, outputs=[status], show_progress="hidden", api_visibility="private")
-        app.load(on_status, outputs=[status], show_progress="hidden", api_visibility="private")
 
-        def ask_api(question: str, k: int = 5, min_score: float | None = None) -> dict[str, Any]:
-            """Answer a question from the notes: the search JSON of `python -m rag ask --json` plus `answer`."""
-            try:
-                return service.ask(question, k=int(k), min_score=min_score).to_dict()
-            except (RagError, ValueError) as exc:
-                raise gr.Error(str(exc)) from exc
+def add_named_endpoints(service: ChatService) -> None:
+    """The API for scripts and gradio_client, inside the current Blocks: `/ask`, `/status` and, unless read-only,
+    `/add_note`. Their names are a contract (README, gradio_client users)."""
+    import gradio as gr
 
-        def status_api() -> dict[str, Any]:
-            """Index status: notes, chunks, last sync, skipped files (key `file`) with reasons."""
-            return _file_keys(service.status())
+    def ask_api(question: str, k: int = 5, min_score: float | None = None) -> dict[str, Any]:
+        """Answer a question from the notes: the search JSON of `python -m rag ask --json` plus `answer`."""
+        try:
+            return service.ask(question, k=int(k), min_score=min_score).to_dict()
+        except (RagError, ValueError) as exc:
+            raise gr.Error(str(exc)) from exc
 
-        gr.api(ask_api, api_name="ask")
-        gr.api(status_api, api_name="status")
-        if not service.read_only:
+    def status_api() -> dict[str, Any]:
+        """Index status: notes, chunks, last sync, skipped files (key `file`) with reasons."""
+        return _file_keys(service.status())
 
-            def add_note_api(title: str, body: str, tags: str = "") -> dict[str, str]:
-                """Write a note (tags comma separated) and index it; returns its file (relative path) and id."""
-                try:
-                    note = service.add_note(title, body, parse_tags(tags))
-                    return {"file": note.path, "id": note.id}
-                except RagError as exc:
-                    raise gr.Error(str(exc)) from exc
+    gr.api(ask_api, api_name="ask")
+    gr.api(status_api, api_name="status")
+    if service.read_only:
+        return
 
-            gr.api(add_note_api, api_name="add_note")
-    app.queue(default_concurrency_limit=2)
-    return app
+    def add_note_api(title: str, body: str, tags: str = "") -> dict[str, str]:
+        """Write a note (tags comma separated) and index it; returns its file (relative path) and id."""
+        try:
+            note = service.add_note(title, body, parse_tags(tags))
+            return {"file": note.path, "id": note.id}
+        except RagError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    gr.api(add_note_api, api_name="add_note")
 
 
 def _file_keys(value: Any) -> Any:
