@@ -20,7 +20,7 @@ install-dev: $(VENV)/.stamp-dev
 # pyvenv.cfg is written by `venv` itself: a venv made by hand counts as made. Its bundled pip may be old.
 $(VENV)/pyvenv.cfg:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
-		{ echo "$(PYTHON) is older than Python 3.11; run e.g. make $(MAKECMDGOALS) PYTHON=python3.12" >&2; exit 1; }
+		{ echo "the venv needs Python 3.11 or newer, not $(PYTHON); e.g. make $(MAKECMDGOALS) PYTHON=python3.12" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
