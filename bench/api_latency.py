@@ -10,11 +10,8 @@ series). The first start indexes a copy of the notes into a temporary store unle
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +20,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._process import answers, free_port, serve  # noqa: E402
+
 QUESTIONS = [
     "What does a cosine similarity of 0.8 mean?",
     "How does hybrid search combine BM25 and embeddings?",
@@ -32,26 +33,6 @@ QUESTIONS = [
 ]
 MAX_REQUESTS = 500
 SERIES_SECONDS = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/api/status", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server did not start in time")
 
 
 def measure(label: str, call, n: int) -> None:  # type: ignore[no-untyped-def]
@@ -81,23 +62,12 @@ def main() -> int:
         shutil.copytree(args.knowledge, knowledge)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-        cmd = [
-            sys.executable,
-            "-m",
-            "demo",
-            "--port",
-            str(port),
-            "--knowledge",
-            str(knowledge),
-            "--db",
-            args.db or str(Path(tmp) / "db"),
-            "--read-only",
-        ]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            t0 = time.perf_counter()
-            wait_ready(url, proc)
+        cmd = [sys.executable, "-m", "demo", "--port", str(port), "--knowledge", str(knowledge)]
+        cmd += ["--db", args.db or str(Path(tmp) / "db"), "--read-only"]
+        ready, log = answers(f"{url}/api/status"), Path(tmp) / "demo.log"
+        t0 = time.perf_counter()
+        # Gradio keeps the queue's event streams open after SIGTERM; `serve` kills the server after 30 s of that.
+        with serve(cmd, url=url, ready=ready, log=log, timeout=600, stop_timeout=30, cwd=ROOT):
             print(f"server ready in {time.perf_counter() - t0:.1f} s (includes indexing) at {url}")
             with httpx.Client(base_url=url, timeout=60) as http:
                 measure("JSON API  GET /api/search k=5", lambda q: http.get("/api/search", params={"q": q}).json(), n)
@@ -105,15 +75,6 @@ def main() -> int:
 
             client = Client(url, verbose=False)
             measure("gradio_client /ask (queue+answer)", lambda q: client.predict(q, 5, None, api_name="/ask"), n)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                # Gradio keeps the queue's event streams open after SIGTERM; do not leave the server behind.
-                print("server did not stop within 30 s of SIGTERM; killed it", file=sys.stderr)
-                proc.kill()
-                proc.wait()
     return 0
 
 

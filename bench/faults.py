@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._process import QUIET, child_env, log_tail, start  # noqa: E402
 
 WORDS = (
     "vector embedding token chunk index query cosine note heading model store sync search distance neighbour "
@@ -223,16 +226,19 @@ def _child_dump(db: str, url: str | None, collection: str, target: str, with_vec
 class Runner:
     """Starts the CLI and store dumps as child processes: forked from a warm forkserver, or fresh interpreters."""
 
-    def __init__(self, work: Path, *, db: Path, url: str | None, collection: str, spawn: bool) -> None:
+    def __init__(
+        self, work: Path, *, db: Path, url: str | None, collection: str, spawn: bool, cache_dir: Path | None = None
+    ) -> None:
         self.work = work
         self.db = db
         self.url = url
         self.collection = collection
         self.spawn = spawn
         self.env = {
+            **QUIET,
             "RAG_COLLECTION": collection,
-            "HF_HUB_OFFLINE": "1",
-            "ANONYMIZED_TELEMETRY": "False",
+            # The children's model cache (ONNX export) stays in the work folder, never in ~/.cache/rag.
+            "RAG_CACHE_DIR": str(cache_dir or work / "cache"),
             "TOKENIZERS_PARALLELISM": "false",
             # float32 torch gives the same vector for a text whatever batch it lands in, so a repaired store can be
             # compared with a clean build vector by vector; bfloat16 varies with the batch by about 1e-3.
@@ -250,14 +256,8 @@ class Runner:
         argv = self.index_argv(knowledge, db)
         env = {**self.env, **(env or {})}
         if self.spawn:
-            with open(self.log, "a") as log:
-                return subprocess.Popen(
-                    [sys.executable, "-m", "rag", *argv],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                    cwd=ROOT,
-                )
+            env = child_env({**env, "PYTHONPATH": str(ROOT)})
+            return start([sys.executable, "-m", "rag", *argv], log=Path(self.log), env=env, cwd=ROOT)
         child = self.context.Process(target=_child_cli, args=(argv, self.log, env))
         child.start()
         return child
@@ -267,7 +267,8 @@ class Runner:
         code = wait(child)
         if code != 0:
             raise RuntimeError(
-                f"`python -m rag {' '.join(self.index_argv(knowledge, db))}` exited with {code}; see {self.log}"
+                f"`python -m rag {' '.join(self.index_argv(knowledge, db))}` exited with {code}; end of {self.log}:\n"
+                + log_tail(self.log)
             )
 
     def dump(self, *, db: Path | None = None, with_vectors: bool = False) -> dict[str, Any]:
@@ -510,5 +511,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())

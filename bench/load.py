@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +31,9 @@ from urllib.parse import urlparse
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._process import answers, child_env, free_port, serve  # noqa: E402
 
 QUESTIONS = [
     "what are embeddings?",
@@ -144,47 +144,30 @@ def find_notes(url: str, notes: list[tuple[str, str]], settle: float) -> tuple[l
     return sorted(missing), time.monotonic() - started
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
-def launched_demo(work: Path, *flags: str, knowledge: Path | None = None, ready: float = 600) -> Iterator[str]:
-    """`python -m demo` on a free loopback port with its own knowledge and db folders; yields the URL."""
+def launched_demo(
+    work: Path,
+    *flags: str,
+    knowledge: Path | None = None,
+    ready: float = 600,
+    cache_dir: Path | None = None,
+) -> Iterator[str]:
+    """`python -m demo` on a free loopback port with its own knowledge and db folders; yields the URL.
+
+    `cache_dir` is the server's `RAG_CACHE_DIR` (its ONNX export of the model); by default the one already set.
+    """
     folder = knowledge or work / "knowledge"
     if knowledge is None:
         shutil.copytree(ROOT / "knowledge", folder)
     port = free_port()
-    log = (work / "demo.log").open("wb")
     argv = [sys.executable, "-m", "demo", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--knowledge", str(folder), "--db", str(work / "db"), *flags]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
-    server = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(
-                    f"python -m demo exited with {server.returncode}: {(work / 'demo.log').read_text()[-2000:]}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/status", timeout=5).status_code in (200, 401, 403):
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"python -m demo did not answer on {url} within {ready:.0f} s")
-            time.sleep(0.5)
+    # 401/403: a server started with --auth is up, it just wants a password.
+    ready_check = answers(f"{url}/api/status", statuses=(200, 401, 403))
+    env = child_env(cache_dir=cache_dir)
+    with serve(argv, url=url, ready=ready_check, log=work / "demo.log", timeout=ready, env=env, cwd=ROOT):
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 def run(url: str, *, clients: int, seconds: float, note_every: float, settle: float, max_requests: int) -> int:

@@ -4,8 +4,8 @@ A raw similarity of 0.45 is a strong match among unrelated abstracts and a weak 
 about the same subject. So each corpus gets a background: the similarities of random pairs of its chunks taken
 from different notes. A hit's percentile is the share of that background below its score, and "confident"
 means the best hit stands out from the background. The background is saved as a small JSON file in the local
-cache folder of the collection and recomputed when the corpus changes noticeably. This module only measures;
-`rag.retrieve` applies it.
+cache folder of the collection and recomputed when the corpus changes noticeably (`CalibrationCache` decides
+when). This module only measures; `rag.retrieve` applies it.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def compute(store: Store, *, sample: int = SAMPLE_CHUNKS, seed: int = 0) -> Cali
         quantiles=[round(float(q), 5) for q in quantiles],
         pairs=int(len(values)),
         chunks=store.count(),
-        build=store.build,
+        build=str(store.build),
     )
 
 
@@ -100,3 +100,25 @@ def save(calibration: Calibration, path: Path) -> None:
     staging = path.with_suffix(".tmp")
     staging.write_text(json.dumps(asdict(calibration)))
     staging.replace(path)
+
+
+class CalibrationCache:
+    """The calibration of one store, kept in memory and in a file, measured anew when the corpus changed noticeably
+    (checked on first use and on `current(recheck=True)`, which a sync that changed the store asks for)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._calibration: Calibration | None = None
+        self._loaded = False
+
+    def current(self, store: Store, *, recheck: bool = False) -> Calibration | None:
+        if self._loaded and not recheck:
+            return self._calibration
+        if not self._loaded:
+            self._calibration = load(self.path)
+        if self._calibration is None or self._calibration.stale(store.count(), str(store.build)):
+            self._calibration = compute(store)
+            if self._calibration is not None:
+                save(self._calibration, self.path)
+        self._loaded = True
+        return self._calibration

@@ -3,11 +3,16 @@
 Sections start at headings and carry their heading path. Blocks (paragraphs, lists, tables, code) stay whole
 unless one alone exceeds the budget, which is measured in the embedding model's own tokens with the title and
 heading context included, so the model never truncates a chunk. Long sections are split with a small overlap.
-This module does not embed or store; it only needs a token counter.
+
+`Chunk` is the one row type from chunking to retrieval: the store keeps and returns it, a hit wraps it. Its id
+comes from its content and the settings that cut it, so an edit re-embeds only the chunks whose text changed.
+The functions that show a chunk's fields (`section`, `location`) live here, beside the row, and every interface
+calls them. This module does not embed or store; it only needs a token counter.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -16,7 +21,7 @@ from markdown_it import MarkdownIt
 from rag.load import Note
 
 # Bump when chunk boundaries or embedded text change: stored collections built with another version are rebuilt.
-CHUNKER_VERSION = "2"
+CHUNKER_VERSION = "3"
 
 
 def chunking_id(chunk_tokens: int, overlap_tokens: int) -> str:
@@ -32,14 +37,19 @@ _MARKDOWN = MarkdownIt("commonmark").enable("table")
 
 @dataclass(frozen=True)
 class Chunk:
-    """A piece of a note, ready to embed; lines are 1-based and inclusive, in the note's file."""
+    """A piece of a note, ready to embed; lines are 1-based and inclusive, in the note's file.
+
+    `id` is `"{source}#{digest}"`, the digest taken over the embedded text, the settings that cut it and how
+    many identical pieces came before it in the note: the same text cut the same way keeps its id wherever it
+    moves in the note, so it is never embedded twice nor deleted and re-added.
+    """
 
     id: str
     source: str
     note_id: str
     title: str
     tags: tuple[str, ...]
-    heading: str  # heading path, "Top > Sub"
+    heading: tuple[str, ...]  # heading path, outermost first
     text: str
     start_line: int
     end_line: int
@@ -50,15 +60,50 @@ class Chunk:
 
     @property
     def embedding_text(self) -> str:
-        """What the model embeds: the title and heading path, then the chunk's text."""
+        """What the model embeds (and BM25 indexes): the title and heading path, then the chunk's text."""
         line = context_line(self.title, self.heading) if self.context is None else self.context
         return line + "\n\n" + self.text
 
+    @property
+    def section(self) -> tuple[str, ...]:
+        """The heading path below the note's title (a heading that repeats the title is left out)."""
+        return section(self.title, self.heading)
 
-def context_line(title: str, heading: str) -> str:
+    @property
+    def location(self) -> str:
+        """`path:start-end` (`path:start` for one line): the lines of the note this chunk came from."""
+        if self.end_line and self.end_line != self.start_line:
+            return f"{self.source}:{self.start_line}-{self.end_line}"
+        return f"{self.source}:{self.start_line}"
+
+
+# How a heading path is written wherever a person reads it: CLI, chat, widget, notebook tables.
+HEADING_SEPARATOR = " > "
+
+
+def _bare(text: str) -> str:
+    return text.strip().strip(" ?!.").lower()
+
+
+def section(title: str, heading: Sequence[str]) -> tuple[str, ...]:
+    """The headings of `heading` without blanks and without one that only repeats `title`."""
+    return tuple(h for h in heading if h.strip() and _bare(h) != _bare(title))
+
+
+def heading_text(heading: Sequence[str]) -> str:
+    """A heading path as one line of text, `Top > Sub`."""
+    return HEADING_SEPARATOR.join(heading)
+
+
+def context_line(title: str, heading: Sequence[str]) -> str:
     """Title and heading path on one line, without repeating a heading that equals the title."""
-    parts = [title] + [h for h in heading.split(" > ") if h and h.strip(" ?!.").lower() != title.strip(" ?!.").lower()]
-    return " > ".join(parts)
+    return heading_text((title, *section(title, heading)))
+
+
+def chunk_id(source: str, embedded: str, *, settings: str, occurrence: int = 0) -> str:
+    """The content address of a chunk: its note, what is embedded, how it was cut, and which repeat it is."""
+    digest = hashlib.sha256(f"{settings}\0{embedded}\0{occurrence}".encode()).hexdigest()[:20]
+    return f"{source}#{digest}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +122,7 @@ def chunk_note(
     count_tokens: TokenCounter,
     max_tokens: int,
     overlap_tokens: int = 32,
+    model: str = "",
 ) -> list[Chunk]:
     """Split `note` into chunks whose embedding text is at most `max_tokens` tokens.
 
@@ -85,12 +131,15 @@ def chunk_note(
         count_tokens: the model's token counter (special tokens included).
         max_tokens: budget per chunk, context included; at most the model's own limit.
         overlap_tokens: how much of a split section's previous chunk the next one repeats.
+        model: the embedding model's name, part of each chunk's content address.
 
     Returns:
-        Chunks in document order, ids `"{path}#{index}"`.
+        Chunks in document order, ids `"{path}#{digest}"` (see `Chunk`).
     """
     lines = note.body.split("\n")
     chunks: list[Chunk] = []
+    settings = f"{model} | {chunking_id(max_tokens, overlap_tokens)}"
+    seen: dict[str, int] = {}
     for heading, blocks, headed in _sections(note.body, lines):
         context = context_line(note.title, heading) + "\n\n"
         short: str | None = None
@@ -120,9 +169,12 @@ def chunk_note(
                 continue
             text = _join(group)
             first, last = group[0].start, max(u.end for u in group) - 1
+            embedded = context + text
+            occurrence = seen.get(embedded, 0)
+            seen[embedded] = occurrence + 1
             chunks.append(
                 Chunk(
-                    id=f"{note.path}#{len(chunks)}",
+                    id=chunk_id(note.path, embedded, settings=settings, occurrence=occurrence),
                     source=note.path,
                     note_id=note.id,
                     title=note.title,
@@ -139,7 +191,7 @@ def chunk_note(
     return chunks
 
 
-def _sections(body: str, lines: list[str]) -> list[tuple[str, list[tuple[int, int]], bool]]:
+def _sections(body: str, lines: list[str]) -> list[tuple[tuple[str, ...], list[tuple[int, int]], bool]]:
     """Blocks of the body grouped under their heading path, and whether the first block is the section's heading;
     every non-blank line is in exactly one block."""
     starts: list[tuple[int, str | None, int]] = []  # (line, heading text or None, heading level)
@@ -154,10 +206,10 @@ def _sections(body: str, lines: list[str]) -> list[tuple[str, list[tuple[int, in
     # Lines markdown-it emits no token for (link definitions, trailing text) join the block before them.
     if not starts or starts[0][0] != 0:
         starts.insert(0, (0, None, 0))
-    sections: list[tuple[str, list[tuple[int, int]], bool]] = []
+    sections: list[tuple[tuple[str, ...], list[tuple[int, int]], bool]] = []
     path: list[tuple[int, str]] = []
     current: list[tuple[int, int]] = []
-    current_heading = ""
+    current_heading: tuple[str, ...] = ()
     headed = False
     for n, (start, heading, level) in enumerate(starts):
         end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
@@ -167,7 +219,7 @@ def _sections(body: str, lines: list[str]) -> list[tuple[str, list[tuple[int, in
             if current:
                 sections.append((current_heading, current, headed))
             path = [(lvl, text) for lvl, text in path if lvl < level] + [(level, heading)]
-            current_heading = " > ".join(text for _, text in path if text)
+            current_heading = tuple(text for _, text in path if text)
             current = []
             headed = end > start
         if end > start:

@@ -13,10 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from rag.chunk import context_line
 from rag.config import Config
-from rag.errors import ConfigError, RagError
+from rag.errors import ConfigError, IndexLockedError, RagError
 from rag.knowledge import KnowledgeBase
-from rag.render import percentile_label, section
+from rag.load import parse_tags
+from rag.render import percentile_label
 from rag.retrieve import SearchResult, clean_question
 from rag.sync import SyncReport
 
@@ -56,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _skip_iri_grammar()
     stdin = stdin or sys.stdin
     out = stdout or sys.stdout
     try:
@@ -81,21 +82,12 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         return 130
 
 
-def _skip_iri_grammar() -> None:
-    """Keep chromadb's import of jsonschema from compiling the optional rfc3987-syntax grammar.
-
-    jsonschema builds that IRI grammar at import when the package is present (jupyterlab brings it), which costs
-    more than the rest of chromadb's import; Chroma never checks IRI formats for us. A short-lived CLI process
-    opts out; the library itself leaves the interpreter alone.
-    """
-    if "rfc3987_syntax" not in sys.modules:
-        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
-
-
-def _sync(kb: KnowledgeBase, args: argparse.Namespace) -> SyncReport:
-    report = kb.sync(progress=not args.json and sys.stderr.isatty())
+def _sync(kb: KnowledgeBase, args: argparse.Namespace, *, rebuild: bool = True) -> SyncReport:
+    report = kb.sync(progress=not args.json and sys.stderr.isatty(), rebuild=rebuild)
     if report.rebuilt:
         print(f"rebuilt the index because {report.rebuilt}", file=sys.stderr)
+    if report.rebuild_needed:
+        print(f"warning: {report.rebuild_needed}", file=sys.stderr)
     if not args.json:
         for item in report.skipped:
             print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
@@ -124,18 +116,21 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
         return 2
     if args.question is not None and not args.batch:
         clean_question(args.question)  # an empty question fails before a sync that could take minutes
-    _sync(kb, args)
+    try:
+        _sync(kb, args, rebuild=False)
+    except IndexLockedError as exc:
+        print(f"warning: {exc}; answering from the index as it is", file=sys.stderr)
     if args.batch:
         source = stdin if args.batch == "-" else Path(args.batch).open(encoding="utf-8")
         with source:
             for line in source:
                 if line.strip():
-                    _print_json(asdict(kb.search(line, k=args.k, min_score=args.min_score)), out, compact=True)
+                    _print_json(kb.search(line, k=args.k, min_score=args.min_score).to_dict(), out, compact=True)
         return 0
     if args.question is not None:
         result = kb.search(args.question, k=args.k, min_score=args.min_score)
         if args.json:
-            _print_json(asdict(result), out)
+            _print_json(result.to_dict(), out)
         else:
             print(format_result(result), file=out)
         return 0
@@ -152,8 +147,7 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
 
 def _add_note(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     body = args.text if args.text is not None else stdin.read()
-    tags = [t for t in args.tags.split(",") if t.strip()]
-    note = kb.add_note(args.title, body, tags=tags, name=args.name)
+    note = kb.add_note(args.title, body, tags=parse_tags(args.tags), name=args.name)
     if args.json:
         _print_json(asdict(note), out)
     else:
@@ -175,6 +169,10 @@ def _status(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     print(f"\n{status.notes} notes, {status.chunks} chunks ({summary or 'no files'})", file=out)
     print(f"model: {status.model}\ndatabase: {status.db}\nknowledge: {status.knowledge}", file=out)
+    if status.rebuild is not None:
+        print(str(status.rebuild), file=out)
+    if status.mismatch:
+        print(f"warning: {status.mismatch}", file=out)
     return 0
 
 
@@ -186,13 +184,13 @@ def format_result(result: SearchResult) -> str:
     if not result.confident:
         lines.append(f"No confident match: {result.reason}. Nearest chunks:\n")
     for rank, hit in enumerate(result.hits, 1):
-        path = section(hit)
-        heading = f" > {path}" if path else ""
+        chunk = hit.chunk
         label = percentile_label(hit.percentile)
         percentile = f" ({label})" if label else ""
-        lines.append(f"[{rank}] {hit.score:.2f}{percentile}  {hit.title}{heading}")
-        lines.append(f"    {hit.source}:{hit.start_line}-{hit.end_line}")
-        lines.extend("    " + line for line in hit.text.splitlines())
+        weak = "  [weak]" if result.weak(hit) else ""
+        lines.append(f"[{rank}] {hit.score:.2f}{percentile}  {context_line(chunk.title, chunk.heading)}{weak}")
+        lines.append(f"    {chunk.location}")
+        lines.extend("    " + line for line in chunk.text.splitlines())
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -9,7 +9,6 @@ reads the index stays light.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -96,14 +95,11 @@ class SentenceTransformerEmbedder:
     @property
     def model(self):  # type: ignore[no-untyped-def]
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             from sentence_transformers import SentenceTransformer
 
             try:
-                self._model = SentenceTransformer(self.location, device="cpu")
+                # local_files_only: a name that is not on disk fails here instead of downloading (offline by design).
+                self._model = SentenceTransformer(self.location, device="cpu", local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
                 raise ModelError(
                     f"cannot load embedding model {self.name!r} offline ({exc}); give a local folder path "

@@ -5,55 +5,31 @@ needs no model. Beside it lies a copy of each chunk's stored vector, so hybrid s
 the keywords found its cosine similarity without another round trip to the store (~1.2 ms of a ~10 ms search on
 18k chunks). Both are saved in a local folder with a fingerprint of the store's build (model, chunking), chunk ids
 and note hashes; a process that opens a store whose fingerprint matches loads them from disk instead of
-rebuilding. The same holds for a Chroma server: the cache is local, one folder per server and collection. This
-module does not fuse rankings; `rag.retrieve` does.
+rebuilding. The same holds for a Chroma server: the cache is local, one folder per server and collection.
+`KeywordCache` keeps the index in memory between searches and decides when it is stale. This module does not
+fuse rankings; `rag.retrieve` does.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
-import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from rag.chunk import context_line
 from rag.store import Store
 
 # BM25 parameters of Anserini's BEIR baselines (k1=0.9, b=0.4), which suit short passages.
 K1 = 0.9
 B = 0.4
-_FORMAT = 2
-
-
-@dataclass(frozen=True)
-class KeywordHit:
-    """A chunk id and its BM25 score for one question (higher is better; not comparable across questions)."""
-
-    id: str
-    score: float
-
-
-def keyword_text(title: str, heading: str, text: str) -> str:
-    """The text indexed for a chunk: the same as the embedded text."""
-    return context_line(title, heading) + "\n\n" + text
-
-
-def cache_dir(db_dir: Path, *, collection: str, chroma_url: str | None = None) -> Path:
-    """The local folder of one collection's derived data (keyword index, calibration).
-
-    Beside an embedded store; for a Chroma server, under the local db folder, one folder per server and collection.
-    """
-    if chroma_url:
-        server = re.sub(r"[^A-Za-z0-9]+", "-", chroma_url).strip("-")
-        return Path(db_dir) / "derived" / f"{server}--{collection}"
-    return Path(db_dir) / "derived" / collection
+_FORMAT = 3
+# How often a search asks the store whether another process changed its chunk count (a ~1 ms round trip).
+STORE_RECHECK_S = 1.0
 
 
 def fingerprint(pairs: Iterable[tuple[str, str]], *, build: str = "") -> str:
@@ -132,7 +108,7 @@ class KeywordIndex:
             The index and whether it was rebuilt.
         """
         pairs = store_pairs(store) if pairs is None else pairs
-        digest = fingerprint(pairs.items(), build=store.build)
+        digest = fingerprint(pairs.items(), build=str(store.build))
         loaded = cls._load(Path(folder), digest)
         if loaded is not None:
             return loaded, False
@@ -153,13 +129,13 @@ class KeywordIndex:
         for chunk in store.iter_chunks(with_text=True):
             ids.append(chunk.id)
             hashes.append(chunk.note_hash)
-            texts.append(keyword_text(chunk.title, chunk.heading, chunk.text))
+            texts.append(chunk.embedding_text)
         retriever = bm25s.BM25(k1=K1, b=B)
         if texts:
             retriever.index(tokenize(texts, _stemmer()), show_progress=False)
-        reusable = previous if previous is not None and previous.store_build == store.build else None
+        reusable = previous if previous is not None and previous.store_build == str(store.build) else None
         vectors = _vectors(store, ids, hashes, reusable)
-        return cls(retriever, ids, hashes, digest, vectors=vectors, store_build=store.build)
+        return cls(retriever, ids, hashes, digest, vectors=vectors, store_build=str(store.build))
 
     def save(self, folder: Path) -> None:
         """Write the index and its fingerprint; the folder is replaced whole, so readers never see half of it."""
@@ -231,12 +207,6 @@ class KeywordIndex:
         chosen.update(i for i in (self._position.get(c) for c in among) if i is not None and values[i] > 0)
         return {self.ids[i]: float(values[i]) for i in chosen}
 
-    def search(self, question: str, *, k: int) -> list[KeywordHit]:
-        """The `k` best chunks by BM25, best first; chunks sharing no term with the question are left out."""
-        scores = self.scores(question, top=k)
-        best = heapq.nlargest(k, scores.items(), key=lambda item: item[1]) if k > 0 else []
-        return [KeywordHit(chunk_id, score) for chunk_id, score in best]
-
 
 def _vectors(store: Store, ids: list[str], hashes: list[str], previous: KeywordIndex | None) -> np.ndarray:
     """The stored vector of each chunk in `ids`, row by row: from `previous` where its note is unchanged, else
@@ -259,3 +229,55 @@ def _vectors(store: Store, ids: list[str], hashes: list[str], previous: KeywordI
         if n not in kept and chunk_id in fetched:
             vectors[n] = fetched[chunk_id]
     return vectors
+
+
+class KeywordCache:
+    """The keyword index of one store, kept in memory between searches and in `folder` between processes.
+
+    It decides when the index is stale: after a sync in this process (`refresh`), when another process saved a
+    newer index in the folder (its file time, looked at on every search), or when the store's chunk count changed
+    (asked at most once a second, for a process that changed the store without saving an index).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._index: KeywordIndex | None = None
+        self._checked = 0.0  # when the store's chunk count was last compared
+        self._saved = 0  # mtime_ns of the saved index this one matches
+
+    @property
+    def loaded(self) -> bool:
+        """Whether this process holds the index in memory (it searches by keywords)."""
+        return self._index is not None
+
+    def current(self, store: Store) -> KeywordIndex:
+        """The index of the store's current chunks, reloaded or rebuilt only when something changed."""
+        index = self._index
+        saved = _mtime_ns(self.folder / "chunks.json")
+        if index is not None and saved == self._saved:
+            now = time.monotonic()
+            if now - self._checked < STORE_RECHECK_S:
+                return index
+            self._checked = now
+            if len(index) == store.count():
+                return index
+        return self.refresh(store)
+
+    def refresh(self, store: Store) -> KeywordIndex:
+        """Load the saved index when it matches the store, else rebuild it (reusing unchanged chunks' vectors)."""
+        self._index, _ = KeywordIndex.open(store, self.folder, previous=self._index)
+        self._checked, self._saved = time.monotonic(), _mtime_ns(self.folder / "chunks.json")
+        return self._index
+
+    def discard(self) -> None:
+        """Forget the index here and on disk, so every process that keeps one rebuilds it on its next search (for a
+        process that changed the store but does not search by keywords)."""
+        self._index = None
+        (self.folder / "chunks.json").unlink(missing_ok=True)
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0

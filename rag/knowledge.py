@@ -1,35 +1,48 @@
 """`KnowledgeBase`: the library's front door, shared by the CLI, the web chat and the notebook.
 
-It ties one `Config` to a lazily loaded embedder and store, serialises syncs across processes with a lock
-file, and exposes sync, search, add-note and status. `ask` is the one-call version for notebooks and scripts,
-backed by one shared `KnowledgeBase` per configuration. It holds no UI code.
+It ties one `Config` to a lazily loaded embedder and the index's active generation, serialises syncs across
+processes with a lock file, and exposes sync, search, add-note and status. The keyword index and the calibration
+keep their own files and decide their own freshness; this class only tells them when a sync changed the store.
+Reads never write: a search or a status on an index built with other settings reports the mismatch and what to
+run, and answers from the index as it is; `sync()` builds the new generation beside it. `ask` is the one-call
+version for notebooks and scripts, backed by one shared `KnowledgeBase` per configuration. It holds no UI code.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 import tempfile
 import threading
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from rag import calibrate
-from rag.calibrate import Calibration
+from rag.calibrate import Calibration, CalibrationCache
 from rag.chunk import chunking_id
 from rag.config import Config
 from rag.embed import Embedder, make_embedder
-from rag.errors import IndexLockedError, NoteWriteError
-from rag.keyword import KeywordIndex, cache_dir
+from rag.errors import IndexLockedError, NoteWriteError, StoreError
+from rag.keyword import KeywordCache, KeywordIndex
+from rag.load import find_notes
 from rag.retrieve import SearchResult, search
-from rag.store import Store
+from rag.store import Build, Store
 from rag.sync import FileStatus, SyncReport, folder_status, sync_folder
 from rag.write import NewNote, write_note
 
-# How often a search asks the store whether another process changed its chunk count (a ~1 ms round trip).
-STORE_RECHECK_S = 1.0
+
+@dataclass(frozen=True)
+class Rebuild:
+    """A new generation of the index being built beside the one that answers."""
+
+    reason: str
+    done: int  # notes the new generation holds whole
+    total: int  # notes in the folder
+
+    def __str__(self) -> str:
+        return f"rebuilding: {self.done} of {self.total} notes ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,9 @@ class Status:
     model: str
     db: str
     knowledge: str
+    # Why the index does not fit the settings, and what to run; None when it does.
+    mismatch: str | None = None
+    rebuild: Rebuild | None = None
 
 
 class KnowledgeBase:
@@ -54,123 +70,188 @@ class KnowledgeBase:
 
     def __init__(self, config: Config | None = None, *, embedder: Embedder | None = None) -> None:
         self.config = config or Config.from_env()
+        self._embedders: dict[str, Embedder] = {}
+        if embedder is not None:
+            self._embedders[embedder.name] = embedder
         self._embedder = embedder
-        self._store: Store | None = None
-        self._rebuilt: str | None = None
-        self._keyword: KeywordIndex | None = None
-        self._keyword_seen: tuple[float, int] = (0.0, 0)  # (last store check, saved index file's mtime_ns)
-        self._calibration: Calibration | None = None
+        self._serving: Store | None = None
+        self._keyword: dict[str, KeywordCache] = {}
+        self._calibration: dict[str, CalibrationCache] = {}
         self._lock = threading.RLock()
 
     @property
     def embedder(self) -> Embedder:
+        """The embedder of the configured model (the one a sync builds with)."""
         if self._embedder is None:
             self._embedder = make_embedder(self.config)
+            self._embedders.setdefault(self._embedder.name, self._embedder)
         return self._embedder
 
     @property
+    def build(self) -> Build:
+        """The model and chunking the settings ask for."""
+        return Build(self.embedder.name, chunking_id(self.config.chunk_tokens, self.config.overlap_tokens))
+
+    @property
     def store(self) -> Store:
-        if self._store is None:
-            self._store, self._rebuilt = Store.open(
+        """The generation of the index that answers questions.
+
+        Raises:
+            StoreError: nothing was indexed yet.
+        """
+        with self._lock:
+            if self._serving is None:
+                self._serving = Store.active(
+                    db_dir=self.config.db_dir, chroma_url=self.config.chroma_url, name=self.config.collection
+                )
+            if self._serving is None:
+                where = self.config.chroma_url or self.config.db_dir
+                raise StoreError(f"no index at {where}; run `python -m rag index`")
+            return self._serving
+
+    def mismatch(self) -> str | None:
+        """Why the index that answers was built differently from what the settings ask for, with what to run."""
+        try:
+            difference = self.store.build.difference(self.build)
+        except StoreError:
+            return None
+        if difference is None:
+            return None
+        return (
+            f"the index was built for other settings ({difference}); run `python -m rag index` to rebuild it "
+            "beside the current one, which answers until the new one is complete"
+        )
+
+    def sync(self, *, progress: bool = False, wait: float | None = None, rebuild: bool = True) -> SyncReport:
+        """Bring the index in line with the folder (see `rag.sync.sync_folder`).
+
+        Args:
+            progress: show a progress bar on stderr while embedding.
+            wait: seconds to wait for another process's sync (default `config.lock_wait`).
+            rebuild: when the index was built with another model or chunking, build a new generation beside it
+                and switch to it once complete. With False (the read paths: `ask`, the notebook) such an index is
+                left alone and the report says why (`rebuild_needed`).
+
+        Raises:
+            IndexLockedError: another process kept the store locked for `wait` seconds.
+        """
+        wait = self.config.lock_wait if wait is None else wait
+        if not rebuild and (needed := self.mismatch()):
+            return SyncReport(notes=len(self.store.note_states()), chunks=self.store.count(), rebuild_needed=needed)
+        with self._lock, self._process_lock(wait):
+            self._serving = None  # another process may have switched generations since
+            active = Store.active(
+                db_dir=self.config.db_dir, chroma_url=self.config.chroma_url, name=self.config.collection
+            )
+            target = Store.for_build(
                 db_dir=self.config.db_dir,
                 chroma_url=self.config.chroma_url,
                 name=self.config.collection,
-                model=self.embedder.name,
-                chunker=chunking_id(self.config.chunk_tokens, self.config.overlap_tokens),
+                build=self.build,
             )
-        return self._store
-
-    def sync(self, *, progress: bool = False, wait: float | None = None) -> SyncReport:
-        """Bring the index in line with the folder (see `rag.sync.sync_folder`).
-
-        Raises:
-            IndexLockedError: another process kept the store locked for `wait` seconds (default
-                `config.lock_wait`).
-        """
-        wait = self.config.lock_wait if wait is None else wait
-        with self._lock, self._process_lock(wait):
+            reason = active.build.difference(target.build) if active is not None and not target.ready else None
             report = sync_folder(
                 self.config.knowledge_dir,
-                self.store,
+                target,
                 self.embedder,
                 chunk_tokens=self.config.chunk_tokens,
                 overlap_tokens=self.config.overlap_tokens,
                 max_file_bytes=self.config.max_file_bytes,
-                rebuilt=self._rebuilt,
                 progress=progress,
-                journal=self.cache_dir / "sync-journal.json",
+                journal=self.derived_dir(target) / "sync-journal.json",
             )
-            self._rebuilt = None
-            if report.added or report.updated:
+            if not target.ready:
+                # Every note is in the new generation: switch to it, then drop the old one and its derived data.
+                for dropped in target.activate():
+                    shutil.rmtree(self._derived_dir(dropped), ignore_errors=True)
+                report = replace(report, rebuilt=reason)
+            self._serving = target
+            if report.added or report.updated or report.removed or report.rebuilt:
                 # torch is loaded by now; export the query encoder while it is cheap, not in the next `ask`.
                 prepare = getattr(self.embedder, "prepare", None)
-                if prepare is not None:
+                if prepare is not None and report.embedded:
                     prepare()
-            if report.added or report.updated or report.removed or report.rebuilt:
-                # Keep the derived data in step now, so the next process finds it current on disk.
-                if self._keyword is not None or self.config.search_mode != "dense":
-                    self.keyword_index(changed=True)
-                else:
-                    # This process does not search by keywords: drop the saved index, so that a process that does
-                    # (a chat beside this CLI run) sees the file change and rebuilds instead of keeping old texts.
-                    (self.cache_dir / "bm25" / "chunks.json").unlink(missing_ok=True)
-                self.calibration(recheck=True)
+                self._derived_changed(target)
             return report
+
+    def _derived_changed(self, store: Store) -> None:
+        """Keep the keyword index and calibration in step now, so the next process finds them current on disk."""
+        keyword = self._keyword_cache(store)
+        if self.config.search_mode != "dense" or store.name in self._keyword_used:
+            keyword.refresh(store)
+        else:
+            # This process does not search by keywords: drop the saved index, so that a process that does (a chat
+            # beside this CLI run) sees the file change and rebuilds instead of keeping old texts.
+            keyword.discard()
+        self._calibration_cache(store).current(store, recheck=True)
 
     @property
     def cache_dir(self) -> Path:
-        """Local folder of this collection's keyword index and calibration."""
-        return cache_dir(self.config.db_dir, collection=self.config.collection, chroma_url=self.config.chroma_url)
+        """Local folder of the answering generation's keyword index and calibration."""
+        return self.derived_dir(self.store)
 
-    def keyword_index(self, *, changed: bool = False) -> KeywordIndex:
-        """The BM25 index (and vector copy) of the store's current chunks.
+    def derived_dir(self, store: Store) -> Path:
+        """The local folder of one generation's derived data (keyword index, calibration, sync journal)."""
+        return self._derived_dir(store.name)
 
-        Kept in memory between searches; on first use (and when `changed`: a sync here changed the store) it is
-        loaded from disk when its fingerprint (build, chunk ids and note hashes) matches the store, else rebuilt
-        from the store, reusing the vectors of unchanged chunks. Changes made by another process are noticed when
-        that process saves a new index here (a file time, checked on every search) or when the store's chunk count
-        changes (asked at most once a second).
-        """
+    def _derived_dir(self, name: str) -> Path:
+        # Beside an embedded store; for a Chroma server, under the local db folder, one folder per server.
+        if self.config.chroma_url:
+            server = re.sub(r"[^A-Za-z0-9]+", "-", self.config.chroma_url).strip("-")
+            return Path(self.config.db_dir) / "derived" / f"{server}--{name}"
+        return Path(self.config.db_dir) / "derived" / name
+
+    @property
+    def _keyword_used(self) -> set[str]:
+        return {name for name, cache in self._keyword.items() if cache.loaded}
+
+    def _keyword_cache(self, store: Store) -> KeywordCache:
+        if store.name not in self._keyword:
+            self._keyword[store.name] = KeywordCache(self.derived_dir(store) / "bm25")
+        return self._keyword[store.name]
+
+    def _calibration_cache(self, store: Store) -> CalibrationCache:
+        if store.name not in self._calibration:
+            self._calibration[store.name] = CalibrationCache(self.derived_dir(store) / "calibration.json")
+        return self._calibration[store.name]
+
+    def keyword_index(self) -> KeywordIndex:
+        """The BM25 index (and vector copy) of the answering generation's current chunks."""
         with self._lock:
-            folder = self.cache_dir / "bm25"
-            checked, saved = self._keyword_seen
-            now = time.monotonic()
-            mtime = _mtime_ns(folder / "chunks.json")
-            previous = self._keyword
-            index = None if changed else previous
-            if index is not None and mtime == saved and now - checked >= STORE_RECHECK_S:
-                if len(index) != self.store.count():
-                    index = None
-                checked = now
-            if index is None or mtime != saved:
-                index, _ = KeywordIndex.open(self.store, folder, previous=previous)
-                checked, mtime = now, _mtime_ns(folder / "chunks.json")  # a rebuild saves the folder anew
-            self._keyword, self._keyword_seen = index, (checked, mtime)
-            return index
+            return self._keyword_cache(self.store).current(self.store)
 
-    def calibration(self, *, recheck: bool = False) -> Calibration | None:
-        """The corpus's background similarities: kept in memory, else read from disk, and recomputed when the
-        corpus changed noticeably since (checked on first use and after each sync that changed the store)."""
+    def calibration(self) -> Calibration | None:
+        """The corpus's background similarities (None for a corpus of fewer than two notes)."""
         with self._lock:
-            if self._calibration is not None and not recheck:
-                return self._calibration
-            count = self.store.count()
-            if self._calibration is None:
-                self._calibration = calibrate.load(self.cache_dir / "calibration.json")
-            if self._calibration is None or self._calibration.stale(count, self.store.build):
-                self._calibration = calibrate.compute(self.store)
-                if self._calibration is not None:
-                    calibrate.save(self._calibration, self.cache_dir / "calibration.json")
-            return self._calibration
+            return self._calibration_cache(self.store).current(self.store)
 
     def search(
         self, question: str, *, k: int = 5, min_score: float | None = None, mode: str | None = None
     ) -> SearchResult:
-        """Hits for `question`, best first (see `rag.retrieve.search`); `mode` defaults to `config.search_mode`."""
+        """Hits for `question`, best first (see `rag.retrieve.search`); `mode` defaults to `config.search_mode`.
+
+        It answers from the generation that answers now, with the model that generation was built with, even
+        while a rebuild for other settings runs beside it.
+        """
         mode = mode or self.config.search_mode
+        try:
+            return self._search(question, k=k, min_score=min_score, mode=mode)
+        except StoreError:
+            raise
+        except Exception:
+            # Another process may have switched generations and dropped the one this process was reading.
+            with self._lock:
+                before = self._serving.name if self._serving is not None else None
+                self._serving = None
+                if before == self.store.name:
+                    raise
+            return self._search(question, k=k, min_score=min_score, mode=mode)
+
+    def _search(self, question: str, *, k: int, min_score: float | None, mode: str) -> SearchResult:
+        store = self.store
         return search(
-            self.store,
-            self.embedder,
+            store,
+            self._embedder_for(store.build.model),
             question,
             k=k,
             min_score=min_score,
@@ -181,10 +262,20 @@ class KnowledgeBase:
             confident_percentile=self.config.confident_percentile,
         )
 
+    def _embedder_for(self, model: str) -> Embedder:
+        """The embedder of `model`: the configured one, or (while a rebuild for a new model runs) the old one."""
+        if model == self.embedder.name:
+            return self.embedder
+        with self._lock:
+            if model not in self._embedders:
+                self._embedders[model] = make_embedder(replace(self.config, model=model))
+            return self._embedders[model]
+
     def add_note(
         self, title: str, body: str, *, tags: Sequence[str] = (), name: str | None = None, sync: bool = True
     ) -> NewNote:
-        """Write a new note into the knowledge folder and, by default, index it at once."""
+        """Write a new note into the knowledge folder and, by default, index it at once (never rebuilding: an
+        index built for other settings takes the note in when `sync()` rebuilds it)."""
         if self.config.read_only:
             raise NoteWriteError("this knowledge base is read-only; restart without --read-only to add notes")
         note = write_note(
@@ -196,19 +287,39 @@ class KnowledgeBase:
             max_bytes=self.config.max_note_bytes,
         )
         if sync:
-            self.sync()
+            self.sync(rebuild=False)
         return note
 
     def status(self) -> Status:
-        files = folder_status(self.config.knowledge_dir, self.store, max_file_bytes=self.config.max_file_bytes)
+        """Each file's standing against the answering index, totals, and any mismatch or rebuild in progress.
+        Creates, deletes and rebuilds nothing."""
+        knowledge = str(self.config.knowledge_dir)
+        try:
+            store = self.store
+        except StoreError as exc:
+            files = folder_status(self.config.knowledge_dir, None, max_file_bytes=self.config.max_file_bytes)
+            where = self.config.chroma_url or str(self.config.db_dir)
+            return Status(files, 0, 0, self.config.model, where, knowledge, mismatch=str(exc))
+        files = folder_status(self.config.knowledge_dir, store, max_file_bytes=self.config.max_file_bytes)
         return Status(
             files=files,
             notes=sum(1 for f in files if f.chunks),
-            chunks=self.store.count(),
-            model=self.embedder.name,
-            db=self.store.location,
-            knowledge=str(self.config.knowledge_dir),
+            chunks=store.count(),
+            model=store.build.model,
+            db=store.location,
+            knowledge=knowledge,
+            mismatch=self.mismatch(),
+            rebuild=self._rebuild_progress(store),
         )
+
+    def _rebuild_progress(self, store: Store) -> Rebuild | None:
+        building = store.pending_rebuild()
+        if building is None:
+            return None
+        done = sum(1 for state in building.note_states().values() if state.complete)
+        total = sum(1 for _ in find_notes(Path(self.config.knowledge_dir)))
+        reason = store.build.difference(building.build) or "a rebuild was started"
+        return Rebuild(reason, done, total)
 
     @contextmanager
     def _process_lock(self, wait: float) -> Iterator[None]:
@@ -272,7 +383,7 @@ def ask(
     """
     kb = shared_knowledge_base(config)
     if sync:
-        kb.sync()
+        kb.sync(rebuild=False)
     return kb.search(question, k=k, min_score=min_score)
 
 
@@ -288,10 +399,3 @@ def sync_lock_path(config: Config) -> tuple[Path, str]:
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = Path(tempfile.gettempdir()) / "rag-sync-locks" / f"{digest}.lock"
     return path, f"collection {config.collection!r} at {key}"
-
-
-def _mtime_ns(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0

@@ -12,7 +12,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterable, Iterator
 
 import frontmatter
 import ftfy
@@ -174,17 +174,22 @@ def _text_field(meta: dict, key: str, rel: str, warnings: list[str]) -> str:
     return ""
 
 
+def parse_tags(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Tags from text (`"a, b, #c"`) or from a list of such texts: split at commas, `#` and blanks stripped,
+    repeats dropped, order kept. Every entry point (front matter, CLI, chat, widget, API) reads tags with this."""
+    parts = value.split(",") if isinstance(value, str) else [p for item in value for p in str(item).split(",")]
+    return tuple(dict.fromkeys(tag for part in parts if (tag := part.strip().lstrip("#").strip())))
+
+
 def _tags(value: object, rel: str, warnings: list[str]) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        items: list[Any] = value.split(",")
-    elif isinstance(value, list):
-        items = value
-    else:
-        warnings.append(f"front matter field 'tags' should be a list, got {type(value).__name__}; ignored it")
-        return ()
-    return tuple(dict.fromkeys(str(t).strip() for t in items if t is not None and str(t).strip()))
+        return parse_tags(value)
+    if isinstance(value, list):
+        return parse_tags(str(t) for t in value if t is not None)
+    warnings.append(f"front matter field 'tags' should be a list, got {type(value).__name__}; ignored it")
+    return ()
 
 
 def _first_heading(body: str) -> str:

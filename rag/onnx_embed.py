@@ -167,9 +167,6 @@ def export_model(folder: Path, target: Path, *, max_tokens: int) -> None:
     Raises:
         ModelError: the export fails or its vectors disagree with the torch model's.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import warnings
 
     import torch
@@ -178,7 +175,7 @@ def export_model(folder: Path, target: Path, *, max_tokens: int) -> None:
     pooling = _pooling(folder)
     try:
         # Eager attention exports as plain MatMul/Softmax, which onnxruntime's optimiser fuses into one Attention op.
-        model = AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+        model = AutoModel.from_pretrained(str(folder), attn_implementation="eager", local_files_only=True).eval()
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"cannot load {folder} for the ONNX export ({exc}); set RAG_ENCODER=fp32") from exc
     graph = _pooled(model, pooling)

@@ -1,35 +1,20 @@
 """HTML views of search results, for notebooks and anything else that displays HTML.
 
-Pure functions from `Hit`s to strings: every value taken from a note is escaped, and the markup uses inline
-styles only (no scripts, no classes), so it survives the sanitisers of JupyterLab, VS Code and GitHub. It leaves
-out interaction; `demo/` builds the interactive chat.
+Pure functions from the JSON form of a result (`SearchResult.to_dict()`, the same rows `ask --json` prints) to
+strings, so this module depends on no other part of the library. Every value taken from a note is escaped, and
+the markup uses inline styles only (no scripts, no classes), so it survives the sanitisers of JupyterLab, VS Code
+and GitHub. It leaves out interaction; `demo/` builds the interactive chat.
 """
 
 from __future__ import annotations
 
 from html import escape
-from typing import TYPE_CHECKING, Sequence
-
-if TYPE_CHECKING:
-    from rag.retrieve import Hit, SearchResult
+from typing import Any, Mapping, Sequence
 
 # Hit texts longer than this are cut in the table; the full text stays in the hit.
 EXCERPT_CHARS = 400
 
 _CELL = "padding:4px 8px;vertical-align:top;text-align:left;border-bottom:1px solid #ddd"
-
-
-def location(hit: Hit) -> str:
-    """`path:start-end`, the lines of the note the hit came from."""
-    if hit.end_line and hit.end_line != hit.start_line:
-        return f"{hit.source}:{hit.start_line}-{hit.end_line}"
-    return f"{hit.source}:{hit.start_line}"
-
-
-def section(hit: Hit) -> str:
-    """The hit's heading path without the note's title, which is shown beside it anyway."""
-    title = hit.title.strip(" ?!.").lower()
-    return " > ".join(h for h in hit.heading.split(" > ") if h.strip() and h.strip(" ?!.").lower() != title)
 
 
 def prose(text: str) -> str:
@@ -71,31 +56,32 @@ def score_bar(score: float, percentile: float | None = None) -> str:
     )
 
 
-def hits_table(hits: Sequence[Hit]) -> str:
-    """A table of hits: rank, score bar, title with heading path and location, and an excerpt."""
+def hits_table(hits: Sequence[Mapping[str, Any]]) -> str:
+    """A table of hit rows: rank, score bar, title with heading path and location, and an excerpt."""
     head = "".join(f'<th style="{_CELL}">{name}</th>' for name in ("#", "score", "source", "text"))
     rows = []
     for rank, hit in enumerate(hits, 1):
-        path = section(hit)
+        path = hit.get("section", "")
         heading = f'<div style="color:#555">{escape(path)}</div>' if path else ""
-        source = f"<b>{escape(hit.title)}</b>{heading}<div><code>{escape(location(hit))}</code></div>"
-        text = f'<div style="white-space:pre-wrap">{escape(excerpt(prose(hit.text)))}</div>'
-        cells = (str(rank), score_bar(hit.score, hit.percentile), source, text)
+        weak = ' <span style="color:#b45309">weak</span>' if hit.get("weak") else ""
+        source = f"<b>{escape(hit['title'])}</b>{heading}<div><code>{escape(hit['location'])}</code>{weak}</div>"
+        text = f'<div style="white-space:pre-wrap">{escape(excerpt(prose(hit["text"])))}</div>'
+        cells = (str(rank), score_bar(hit["score"], hit.get("percentile")), source, text)
         rows.append("<tr>" + "".join(f'<td style="{_CELL}">{cell}</td>' for cell in cells) + "</tr>")
     body = "".join(rows)
     return f'<table style="border-collapse:collapse"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def result_html(result: SearchResult) -> str:
+def result_html(result: Mapping[str, Any]) -> str:
     """The question, whether the best hit is a confident match, and the table of hits."""
-    question = f"<div><b>Q:</b> {escape(result.question)}</div>"
-    if not result.hits:
+    question = f"<div><b>Q:</b> {escape(result['question'])}</div>"
+    hits = result["hits"]
+    if not hits:
         return f"<div>{question}<div>No matching chunks. Add notes to the knowledge folder.</div></div>"
-    count = f"{len(result.hits)} source{'s' if len(result.hits) != 1 else ''}"
-    if result.confident:
-        verdict = f"{count}, best first; a confident match: {result.reason}."
+    count = f"{len(hits)} source{'s' if len(hits) != 1 else ''}"
+    if result["confident"]:
+        verdict = f"{count}, best first; a confident match: {result['reason']}."
     else:
-        verdict = f"No confident match: {result.reason}. The nearest {count}:"
-    verdict = escape(verdict)
-    summary = f'<div style="color:#555">{verdict}</div>'
-    return f"<div>{question}{summary}{hits_table(result.hits)}</div>"
+        verdict = f"No confident match: {result['reason']}. The nearest {count}:"
+    summary = f'<div style="color:#555">{escape(verdict)}</div>'
+    return f"<div>{question}{summary}{hits_table(hits)}</div>"

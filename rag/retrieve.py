@@ -9,15 +9,15 @@ notebook do that from the hits.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
+from rag.chunk import Chunk, heading_text
 from rag.embed import Embedder, embed_query
 from rag.errors import ConfigError, EmptyQuestionError
 from rag.render import hits_table, result_html
-from rag.store import Store, StoredChunk
+from rag.store import Store
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from rag.calibrate import Calibration
     from rag.keyword import KeywordIndex
 
-SearchMode = Literal["dense", "bm25", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 # Hybrid search fuses at least this many candidates from each side (at least k). On SciFact train with 128-token
 # chunks (`bench/tune_fusion.py`, bench/results-fusion-train.json) nDCG@10 was 0.7430 with 20 and 0.7432 with 50
@@ -41,32 +40,42 @@ MAX_QUESTION_CHARS = 4000
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved chunk. `score` is the cosine similarity between question and chunk (1 = same direction)."""
+    """One retrieved chunk and its scores. `score` is the cosine similarity between question and chunk."""
 
+    chunk: Chunk
     score: float
-    text: str
-    source: str
-    title: str
-    heading: str
-    start_line: int
-    end_line: int
-    tags: list[str] = field(default_factory=list)
-    id: str = ""
-    # BM25 score of the chunk for the question (None: no shared term, or keyword search not used).
-    keyword_score: float | None = None
     # What ordered the hits: the similarity (dense), the BM25 score (bm25) or the fused score (hybrid).
     rank_score: float = 0.0
+    # BM25 score of the chunk for the question (None: no shared term, or keyword search not used).
+    keyword_score: float | None = None
     # Where `score` falls among similarities of unrelated chunk pairs of this corpus (None: not calibrated).
     percentile: float | None = None
 
-    @property
-    def location(self) -> str:
-        """`path:line` of the chunk's first line, the way editors and terminals link to it."""
-        return f"{self.source}:{self.start_line}"
+    def to_dict(self) -> dict[str, Any]:
+        """The hit as `python -m rag ask --json` prints it: the chunk's fields, flat, beside the scores."""
+        chunk = self.chunk
+        return {
+            "score": self.score,
+            "text": chunk.text,
+            "source": chunk.source,
+            "title": chunk.title,
+            "heading": heading_text(chunk.heading),
+            "heading_path": list(chunk.heading),
+            "section": heading_text(chunk.section),
+            "start_line": chunk.start_line,
+            "end_line": chunk.end_line,
+            "location": chunk.location,
+            "tags": list(chunk.tags),
+            "id": chunk.id,
+            "note_id": chunk.note_id,
+            "keyword_score": self.keyword_score,
+            "rank_score": self.rank_score,
+            "percentile": self.percentile,
+        }
 
     def _repr_html_(self) -> str:
         """A one-row score table, so a hit displays itself in a notebook."""
-        return hits_table([self])
+        return hits_table([self.to_dict()])
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ class SearchResult:
 
     question: str
     confident: bool
-    hits: list[Hit]
+    hits: list[Hit] = field(default_factory=list)
     # One sentence on the verdict, e.g. "the best score, 0.31, beats only 62.0% of ...; a confident match beats 95%".
     reason: str = ""
     confident_by: str = "score"
@@ -91,9 +100,20 @@ class SearchResult:
             return hit.percentile < self.confident_at
         return hit.score < self.confident_at
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of `python -m rag ask --json`, the API and the widget; each hit also says whether it is weak."""
+        return {
+            "question": self.question,
+            "confident": self.confident,
+            "hits": [{**hit.to_dict(), "weak": self.weak(hit)} for hit in self.hits],
+            "reason": self.reason,
+            "confident_by": self.confident_by,
+            "confident_at": self.confident_at,
+        }
+
     def _repr_html_(self) -> str:
         """The question and a table of scored sources, so a result displays itself in a notebook."""
-        return result_html(self)
+        return result_html(self.to_dict())
 
 
 def clean_question(question: str) -> str:
@@ -143,46 +163,72 @@ def search(
     if mode != "dense" and keyword is None:
         raise ConfigError(f"search mode {mode!r} needs the keyword index; open the store through KnowledgeBase")
     vector = embed_query(embedder, text)
-    keyword_scores: dict[str, float] = {}
-    # Chunks already read with their texts (dense search gets them in its one query to the store).
-    fetched: dict[str, StoredChunk] = {}
     if mode == "dense":
-        fetched = {c.id: c for c in store.query(vector, k=k)}
-        similarity = {i: c.similarity for i, c in fetched.items()}
-        ranking = dict(similarity)
-    elif mode == "bm25":
-        assert keyword is not None
-        keyword_scores = keyword.scores(text, top=k)
-        ranking = dict(_top(keyword_scores, k))
-        similarity = _similarities(store, keyword, vector, list(ranking))
+        ranked = _dense(store, vector, k)
     else:
         assert keyword is not None
-        depth = max(k, CANDIDATES)
-        similarity = store.nearest(vector, k=depth)
-        keyword_scores = keyword.scores(text, top=depth, among=similarity)
-        lexical = dict(_top(keyword_scores, depth))
-        missing = [i for i in lexical if i not in similarity]
-        similarity.update(_similarities(store, keyword, vector, missing))
-        ranking = fuse(similarity, {i: keyword_scores.get(i, 0.0) for i in similarity}, dense_weight=DENSE_WEIGHT)
-    best = [i for i, _ in _top(ranking, k) if i in similarity]
-    fetched.update((c.id, c) for c in store.get([i for i in best if i not in fetched]))
-    hits = []
-    for chunk in (fetched[i] for i in best if i in fetched):
-        score = round(similarity[chunk.id], 6)
-        hits.append(
-            dataclasses.replace(
-                to_hit(chunk),
-                score=score,
-                keyword_score=round(keyword_scores[chunk.id], 4) if chunk.id in keyword_scores else None,
-                rank_score=round(ranking[chunk.id], 6),
-                percentile=None if calibration is None else calibration.percentile(score),
-            )
-        )
-    calibrated = calibration is not None
-    verdict = judge(hits, calibrated=calibrated, score_bar=confident_score, percentile_bar=confident_percentile)
+        ranked = (_bm25 if mode == "bm25" else _hybrid)(store, keyword, vector, text, k)
+    hits = ranked.hits(store, k, calibration)
+    verdict = judge(
+        hits, calibrated=calibration is not None, score_bar=confident_score, percentile_bar=confident_percentile
+    )
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
-    return dataclasses.replace(verdict, question=question.strip(), hits=hits)
+    return SearchResult(
+        question.strip(), verdict.confident, hits, verdict.reason, verdict.confident_by, verdict.confident_at
+    )
+
+
+@dataclass
+class _Ranking:
+    """Candidates of one search: their cosine similarities, the score that orders them, their BM25 scores, and the
+    chunks already read with their texts (dense search gets them in its one query to the store)."""
+
+    similarity: dict[str, float]
+    order: dict[str, float]
+    keyword: dict[str, float] = field(default_factory=dict)
+    fetched: dict[str, Chunk] = field(default_factory=dict)
+
+    def hits(self, store: Store, k: int, calibration: Calibration | None) -> list[Hit]:
+        """The best `k` candidates as hits, texts read from the store for those not fetched yet."""
+        best = [i for i, _ in _top(self.order, k) if i in self.similarity]
+        self.fetched.update((c.id, c) for c in store.get([i for i in best if i not in self.fetched]))
+        hits = []
+        for chunk in (self.fetched[i] for i in best if i in self.fetched):
+            score = round(self.similarity[chunk.id], 6)
+            bm25 = self.keyword.get(chunk.id)
+            hits.append(
+                Hit(
+                    chunk,
+                    score,
+                    rank_score=round(self.order[chunk.id], 6),
+                    keyword_score=None if bm25 is None else round(bm25, 4),
+                    percentile=None if calibration is None else calibration.percentile(score),
+                )
+            )
+        return hits
+
+
+def _dense(store: Store, vector: np.ndarray, k: int) -> _Ranking:
+    found = store.query(vector, k=k)
+    similarity = {chunk.id: score for chunk, score in found}
+    return _Ranking(similarity, dict(similarity), fetched={chunk.id: chunk for chunk, _ in found})
+
+
+def _bm25(store: Store, keyword: KeywordIndex, vector: np.ndarray, text: str, k: int) -> _Ranking:
+    scores = keyword.scores(text, top=k)
+    order = dict(_top(scores, k))
+    return _Ranking(_similarities(store, keyword, vector, list(order)), order, scores)
+
+
+def _hybrid(store: Store, keyword: KeywordIndex, vector: np.ndarray, text: str, k: int) -> _Ranking:
+    depth = max(k, CANDIDATES)
+    similarity = store.nearest(vector, k=depth)
+    scores = keyword.scores(text, top=depth, among=similarity)
+    lexical = dict(_top(scores, depth))
+    similarity.update(_similarities(store, keyword, vector, [i for i in lexical if i not in similarity]))
+    order = fuse(similarity, {i: scores.get(i, 0.0) for i in similarity}, dense_weight=DENSE_WEIGHT)
+    return _Ranking(similarity, order, scores)
 
 
 def judge(hits: list[Hit], *, calibrated: bool, score_bar: float, percentile_bar: float) -> SearchResult:
@@ -241,17 +287,3 @@ def _similarities(store: Store, keyword: KeywordIndex, vector: np.ndarray, ids: 
 
 def _top(scores: dict[str, float], k: int) -> list[tuple[str, float]]:
     return heapq.nlargest(k, scores.items(), key=lambda item: item[1])
-
-
-def to_hit(chunk: StoredChunk) -> Hit:
-    return Hit(
-        score=round(float(chunk.similarity), 6),
-        text=chunk.text,
-        source=chunk.source,
-        title=chunk.title,
-        heading=chunk.heading,
-        start_line=chunk.start_line,
-        end_line=chunk.end_line,
-        tags=list(chunk.tags),
-        id=chunk.id,
-    )

@@ -1,13 +1,17 @@
 """Storage: chunks and their vectors in a Chroma collection (embedded on disk, or a Chroma server).
 
-This is the one place where Chroma's cosine distances become cosine similarities (1 - distance). The
-collection records the model and chunker version it was built with, so a change of either is noticed.
-Chroma never embeds anything here: it gets our vectors and `embedding_function=None`.
+This is the one place where Chroma's cosine distances become cosine similarities (1 - distance). Chroma never
+embeds anything here: it gets our vectors and `embedding_function=None`.
+
+An index is a line of generations, one Chroma collection each (`knowledge`, `knowledge--2`, ...), every one built
+with one model and one chunking (its `build`). Readers open the active generation and never change it. A change of
+model or chunking builds the next generation beside the active one, which keeps answering; once the new one holds
+every note, `activate` switches to it in one metadata write and drops the old ones. A rebuild cut short leaves the
+active generation serving and its half-built successor to resume.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -18,22 +22,27 @@ from rag.chunk import Chunk
 from rag.errors import StoreError
 
 _PAGE = 5000
+_READY = "ready"
+_BUILDING = "building"
 
 
 @dataclass(frozen=True)
-class StoredChunk:
-    """A chunk as read back from the store, with its cosine similarity to a query when there was one."""
+class Build:
+    """What shaped a collection's vectors: the model and the chunking. Data derived from it must match."""
 
-    id: str
-    text: str
-    source: str
-    title: str
-    heading: str
-    start_line: int
-    end_line: int
-    tags: tuple[str, ...]
-    note_hash: str
-    similarity: float = 0.0
+    model: str
+    chunker: str
+
+    def __str__(self) -> str:
+        return f"{self.model} | {self.chunker}"
+
+    def difference(self, other: Build) -> str | None:
+        """Why an index built as `self` does not fit settings that ask for `other`, or None when it does."""
+        if self.model != other.model:
+            return f"the model changed from {self.model!r} to {other.model!r}"
+        if self.chunker != other.chunker:
+            return f"the chunking changed from {self.chunker!r} to {other.chunker!r}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,8 @@ class NoteState:
     complete: bool
 
 
-def _client(*, db_dir: Path, chroma_url: str | None) -> Any:
-    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+def connect(*, db_dir: Path, chroma_url: str | None) -> Any:
+    """A Chroma client for the embedded folder, or for the server at `chroma_url`."""
     import chromadb
     from chromadb.config import Settings
 
@@ -72,80 +81,112 @@ def _client(*, db_dir: Path, chroma_url: str | None) -> Any:
     return chromadb.PersistentClient(path=str(db_dir), settings=settings)
 
 
-class Store:
-    """One Chroma collection of chunks, built with one model and chunker version.
+@dataclass(frozen=True)
+class _Generation:
+    name: str
+    number: int
+    ready: bool
+    build: Build
 
-    Use `Store.open` rather than the constructor.
+
+class Store:
+    """One generation of an index: a Chroma collection of chunks built with one `Build`.
+
+    Use `Store.active` (to read) or `Store.for_build` (to write) rather than the constructor.
     """
 
-    def __init__(self, client: Any, collection: Any, *, location: str) -> None:
+    def __init__(self, client: Any, collection: Any, *, location: str, index: str) -> None:
         self.client = client
         self.collection = collection
         self.location = location
-
-    @classmethod
-    def open(
-        cls,
-        *,
-        db_dir: Path,
-        chroma_url: str | None = None,
-        name: str = "knowledge",
-        model: str,
-        chunker: str,
-        create: bool = True,
-    ) -> tuple[Store, str | None]:
-        """Open (or create) the collection.
-
-        Returns:
-            The store and, when an existing collection was built with another model or chunker and has just been
-            emptied for a rebuild, the reason; otherwise None.
-
-        Raises:
-            StoreError: no collection exists and `create` is False, or the server cannot be reached.
-        """
-        location = chroma_url or str(db_dir)
-        if not chroma_url and not create and not Path(db_dir).exists():
-            raise StoreError(f"no index at {db_dir}; run `python -m rag index`")
-        client = _client(db_dir=Path(db_dir), chroma_url=chroma_url)
-        wanted = {"model": model, "chunker": chunker}
-        try:
-            existing = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
-        except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"cannot read the Chroma store at {location} ({exc})") from exc
-        reason = None
-        if name in existing:
-            collection = client.get_collection(name, embedding_function=None)
-            meta = collection.metadata or {}
-            if meta.get("model") != model:
-                reason = f"the model changed from {meta.get('model')!r} to {model!r}"
-            elif meta.get("chunker") != chunker:
-                reason = f"the chunking changed from {meta.get('chunker')!r} to {chunker!r}"
-            if reason is None:
-                return cls(client, collection, location=location), None
-            if not create:
-                raise StoreError(f"the index at {location} is out of date: {reason}; run `python -m rag index`")
-            client.delete_collection(name)
-        elif not create:
-            raise StoreError(f"no index at {location}; run `python -m rag index`")
-        collection = client.create_collection(
-            name,
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata=wanted,
-            embedding_function=None,
-        )
-        return cls(client, collection, location=location), reason
+        # The index this generation belongs to (the configured collection name).
+        self.index = index
 
     @property
-    def build(self) -> str:
-        """The model and chunking this collection was built with; data derived from it must match."""
+    def name(self) -> str:
+        """This generation's collection name; derived data (keyword index, calibration) is kept under it."""
+        return str(self.collection.name)
+
+    @property
+    def build(self) -> Build:
         meta = self.collection.metadata or {}
-        return f"{meta.get('model')} | {meta.get('chunker')}"
+        return Build(str(meta.get("model")), str(meta.get("chunker")))
+
+    @property
+    def ready(self) -> bool:
+        """Whether this generation is the one that answers (a rebuild in progress is not, until activated)."""
+        return (self.collection.metadata or {}).get("state", _READY) == _READY
+
+    @classmethod
+    def active(cls, *, db_dir: Path, chroma_url: str | None = None, name: str = "knowledge") -> Store | None:
+        """The generation that answers questions, or None when nothing was ever indexed. Creates nothing.
+
+        Raises:
+            StoreError: the server cannot be reached or the store cannot be read.
+        """
+        if not chroma_url and not Path(db_dir).exists():
+            return None
+        client = connect(db_dir=Path(db_dir), chroma_url=chroma_url)
+        ready = [g for g in _generations(client, name, chroma_url or str(db_dir)) if g.ready]
+        if not ready:
+            return None
+        return cls._wrap(client, max(ready, key=lambda g: g.number), chroma_url or str(db_dir), name)
+
+    @classmethod
+    def for_build(cls, *, db_dir: Path, chroma_url: str | None = None, name: str = "knowledge", build: Build) -> Store:
+        """The generation to write for `build`: the active one when it matches, else the rebuild in progress for
+        `build` (to resume it), else a new generation. A new generation is created ready when there is no active
+        one (a first index answers as it fills) and building otherwise (the active one answers until `activate`)."""
+        location = chroma_url or str(db_dir)
+        client = connect(db_dir=Path(db_dir), chroma_url=chroma_url)
+        generations = _generations(client, name, location)
+        ready = [g for g in generations if g.ready]
+        active = max(ready, key=lambda g: g.number) if ready else None
+        if active is not None and active.build == build:
+            return cls._wrap(client, active, location, name)
+        resumable = [g for g in generations if not g.ready and g.build == build]
+        if resumable:
+            return cls._wrap(client, max(resumable, key=lambda g: g.number), location, name)
+        number = max((g.number for g in generations), default=0) + 1
+        collection = client.create_collection(
+            name if number == 1 else f"{name}--{number}",
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata=_generation_meta(build, number, ready=active is None),
+            embedding_function=None,
+        )
+        return cls(client, collection, location=location, index=name)
+
+    @classmethod
+    def _wrap(cls, client: Any, generation: _Generation, location: str, name: str) -> Store:
+        collection = client.get_collection(generation.name, embedding_function=None)
+        return cls(client, collection, location=location, index=name)
+
+    def activate(self) -> list[str]:
+        """Make this generation the one that answers, in one metadata write, then drop every other generation of
+        the index. Returns the names dropped.
+
+        It was created with the highest generation number, so from the moment it is marked ready it is the one
+        `Store.active` opens, even if the process dies before the old ones are dropped (the next call drops them).
+        """
+        if not self.ready:
+            self.collection.modify(metadata={**(self.collection.metadata or {}), "state": _READY})
+        dropped = [g.name for g in _generations(self.client, self.index, self.location) if g.name != self.name]
+        for other in dropped:
+            self.client.delete_collection(other)
+        return dropped
+
+    def pending_rebuild(self) -> Store | None:
+        """A generation of this index being built beside this one (the newest), or None."""
+        building = [g for g in _generations(self.client, self.index, self.location) if not g.ready]
+        if not building:
+            return None
+        return self._wrap(self.client, max(building, key=lambda g: g.number), self.location, self.index)
 
     def count(self) -> int:
         return int(self.collection.count())
 
-    def iter_chunks(self, *, with_text: bool = False) -> Iterator[StoredChunk]:
-        """Every stored chunk, page by page."""
+    def iter_chunks(self, *, with_text: bool = False) -> Iterator[Chunk]:
+        """Every stored chunk, page by page (texts empty unless `with_text`)."""
         include = ["metadatas", "documents"] if with_text else ["metadatas"]
         offset = 0
         while True:
@@ -155,7 +196,7 @@ class Store:
                 return
             documents = page.get("documents") or [""] * len(ids)
             for chunk_id, meta, text in zip(ids, page["metadatas"], documents, strict=True):
-                yield _stored(chunk_id, meta or {}, text or "")
+                yield _chunk(chunk_id, meta or {}, text or "")
             offset += len(ids)
 
     def note_states(self) -> dict[str, NoteState]:
@@ -163,47 +204,70 @@ class Store:
         ids: dict[str, set[str]] = {}
         hashes: dict[str, set[str]] = {}
         counts: dict[str, set[int]] = {}
+        positions: dict[str, list[int]] = {}
+        for chunk, count in self._chunk_counts():
+            ids.setdefault(chunk.source, set()).add(chunk.id)
+            hashes.setdefault(chunk.source, set()).add(chunk.note_hash)
+            counts.setdefault(chunk.source, set()).add(count)
+            positions.setdefault(chunk.source, []).append(chunk.index)
+        states = {}
+        for source, chunk_ids in ids.items():
+            (count,) = counts[source] if len(counts[source]) == 1 else (-1,)
+            whole = sorted(positions[source]) == list(range(count))
+            complete = len(hashes[source]) == 1 and whole
+            states[source] = NoteState(next(iter(hashes[source])), frozenset(chunk_ids), complete)
+        return states
+
+    def _chunk_counts(self) -> Iterator[tuple[Chunk, int]]:
         offset = 0
         while True:
             page = self.collection.get(limit=_PAGE, offset=offset, include=["metadatas"])
             if not page["ids"]:
-                break
+                return
             for chunk_id, meta in zip(page["ids"], page["metadatas"], strict=True):
                 meta = meta or {}
-                source = str(meta.get("source", ""))
-                ids.setdefault(source, set()).add(chunk_id)
-                hashes.setdefault(source, set()).add(str(meta.get("note_hash", "")))
-                counts.setdefault(source, set()).add(int(meta.get("chunk_count", -1)))
+                yield _chunk(chunk_id, meta, ""), int(meta.get("chunk_count", -1))
             offset += len(page["ids"])
-        states = {}
-        for source, chunk_ids in ids.items():
-            (count,) = counts[source] if len(counts[source]) == 1 else (-1,)
-            expected = {f"{source}#{i}" for i in range(count)}
-            complete = len(hashes[source]) == 1 and chunk_ids == expected
-            states[source] = NoteState(next(iter(hashes[source])), frozenset(chunk_ids), complete)
-        return states
 
-    def replace_note(self, source: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        """Put a note's chunks in place of whatever the store held for it.
+    def write_note(
+        self, source: str, chunks: Sequence[Chunk], new: dict[str, np.ndarray], *, held: frozenset[str] = frozenset()
+    ) -> None:
+        """Make the store hold exactly `chunks` for the note at `source`.
 
-        Old chunks go first; a crash between the two steps leaves the note missing or partial, which the next
-        sync sees (`NoteState.complete`) and repairs.
+        Args:
+            source: the note's path.
+            chunks: all of its chunks now.
+            new: vectors of the chunks to add (or whose vectors to write again); every other chunk of `chunks` must
+                be among `held` already, with its vector, and gets its metadata (lines, order, hash) updated only.
+            held: the ids the store holds for the note now.
+
+        New chunks are written first and the ones the note lost are deleted last, so a crash in between leaves
+        the note with mixed hashes or extra positions, which `note_states` reports as incomplete for the next sync.
         """
-        self.collection.delete(where={"source": source})
-        if not chunks:
-            return
-        self.collection.upsert(
-            ids=[c.id for c in chunks],
-            embeddings=np.asarray(vectors, dtype=np.float32),
-            documents=[c.text for c in chunks],
-            metadatas=[_metadata(c, len(chunks)) for c in chunks],
-        )
+        count = len(chunks)
+        added = [c for c in chunks if c.id in new]
+        if added:
+            self.collection.upsert(
+                ids=[c.id for c in added],
+                embeddings=np.stack([np.asarray(new[c.id], dtype=np.float32) for c in added]),
+                documents=[c.text for c in added],
+                metadatas=[_metadata(c, count) for c in added],
+            )
+        kept = [c for c in chunks if c.id not in new]
+        missing = [c.id for c in kept if c.id not in held]
+        if missing:
+            raise ValueError(f"no vector for chunks the store does not hold: {missing[:3]}")
+        if kept:
+            self.collection.update(ids=[c.id for c in kept], metadatas=[_metadata(c, count, clear=True) for c in kept])
+        gone = sorted(held - {c.id for c in chunks})
+        if gone:
+            self.collection.delete(ids=gone)
 
     def delete_notes(self, sources: Sequence[str]) -> None:
         for start in range(0, len(sources), 500):
             self.collection.delete(where={"source": {"$in": list(sources[start : start + 500])}})
 
-    def query(self, vector: np.ndarray, *, k: int) -> list[StoredChunk]:
+    def query(self, vector: np.ndarray, *, k: int) -> list[tuple[Chunk, float]]:
         """The `k` nearest chunks, best first, each with its cosine similarity."""
         # No count() first: Chroma returns fewer than `k` when it holds fewer, and the round trip costs ~1 ms.
         if k <= 0:
@@ -213,13 +277,12 @@ class Store:
             n_results=k,
             include=["documents", "metadatas", "distances"],
         )
-        hits = []
-        for chunk_id, text, meta, distance in zip(
-            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
-        ):
-            # Chroma's cosine space stores distance = 1 - cosine similarity; this is the only conversion.
-            hits.append(_stored(chunk_id, meta or {}, text or "", similarity=1.0 - float(distance)))
-        return hits
+        return [
+            (_chunk(chunk_id, meta or {}, text or ""), similarity(distance))
+            for chunk_id, text, meta, distance in zip(
+                result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
+            )
+        ]
 
     def nearest(self, vector: np.ndarray, *, k: int) -> dict[str, float]:
         """Ids of the `k` nearest chunks and their cosine similarities, best first, without texts (cheaper)."""
@@ -228,7 +291,7 @@ class Store:
         result = self.collection.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=k, include=["distances"]
         )
-        return {i: 1.0 - float(d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)}
+        return {i: similarity(d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)}
 
     def similarities(self, vector: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
         """Cosine similarity of `vector` to each stored chunk in `ids` (stored vectors are unit length)."""
@@ -262,46 +325,100 @@ class Store:
             vectors.extend(page["embeddings"])
         return sources, np.asarray(vectors, dtype=np.float32)
 
-    def get(self, ids: Sequence[str]) -> list[StoredChunk]:
+    def get(self, ids: Sequence[str]) -> list[Chunk]:
         """Chunks by id, in the order asked, skipping ids the store does not hold."""
         if not ids:
             return []
         page = self.collection.get(ids=list(ids), include=["metadatas", "documents"])
         found = {
-            i: _stored(i, m or {}, d or "")
+            i: _chunk(i, m or {}, d or "")
             for i, m, d in zip(page["ids"], page["metadatas"], page["documents"], strict=True)
         }
         return [found[i] for i in ids if i in found]
 
 
-def _metadata(chunk: Chunk, chunk_count: int) -> dict[str, Any]:
+def similarity(distance: float) -> float:
+    """Chroma's cosine space stores distance = 1 - cosine similarity; this is the only conversion."""
+    return 1.0 - float(distance)
+
+
+def _generations(client: Any, name: str, location: str) -> list[_Generation]:
+    """Every generation of the index `name`: the collection `name` itself and `name--N`."""
+    try:
+        collections = list(client.list_collections())
+    except Exception as exc:  # noqa: BLE001
+        raise StoreError(f"cannot read the Chroma store at {location} ({exc})") from exc
+    found = []
+    for collection in collections:
+        cname = collection.name
+        number = 1 if cname == name else _suffix_number(cname, name)
+        if number is None:
+            continue
+        meta = collection.metadata or {}
+        found.append(
+            _Generation(
+                cname,
+                int(meta.get("generation", number)),
+                meta.get("state", _READY) == _READY,
+                Build(str(meta.get("model")), str(meta.get("chunker"))),
+            )
+        )
+    return found
+
+
+def _suffix_number(cname: str, name: str) -> int | None:
+    prefix = f"{name}--"
+    if cname.startswith(prefix) and cname[len(prefix) :].isdigit():
+        return int(cname[len(prefix) :])
+    return None
+
+
+def _generation_meta(build: Build, number: int, *, ready: bool) -> dict[str, Any]:
+    return {
+        "model": build.model,
+        "chunker": build.chunker,
+        "generation": number,
+        "state": _READY if ready else _BUILDING,
+    }
+
+
+def _metadata(chunk: Chunk, chunk_count: int, *, clear: bool = False) -> dict[str, Any]:
+    """A chunk's metadata row; with `clear`, optional fields it lacks are set to None, which removes them in an
+    update (an update merges into the stored row)."""
     meta: dict[str, Any] = {
         "source": chunk.source,
         "note_id": chunk.note_id,
         "title": chunk.title,
-        "heading": chunk.heading,
         "start_line": chunk.start_line,
         "end_line": chunk.end_line,
         "chunk_index": chunk.index,
         "chunk_count": chunk_count,
         "note_hash": chunk.note_hash,
     }
-    if chunk.tags:
-        meta["tags"] = list(chunk.tags)
+    # Chroma refuses empty lists; a missing key reads back as an empty tuple.
+    optional = {
+        "heading": list(chunk.heading) or None,
+        "tags": list(chunk.tags) or None,
+        "context": chunk.context,
+    }
+    meta.update({k: v for k, v in optional.items() if v is not None or clear})
     return meta
 
 
-def _stored(chunk_id: str, meta: dict[str, Any], text: str, *, similarity: float = 0.0) -> StoredChunk:
+def _chunk(chunk_id: str, meta: dict[str, Any], text: str) -> Chunk:
     tags = meta.get("tags") or ()
-    return StoredChunk(
+    heading = meta.get("heading") or ()
+    return Chunk(
         id=chunk_id,
-        text=text,
         source=str(meta.get("source", "")),
+        note_id=str(meta.get("note_id", "")),
         title=str(meta.get("title", "")),
-        heading=str(meta.get("heading", "")),
+        tags=tuple(tags) if isinstance(tags, list) else (str(tags),),
+        heading=tuple(heading) if isinstance(heading, list) else (str(heading),),
+        text=text,
         start_line=int(meta.get("start_line", 0)),
         end_line=int(meta.get("end_line", 0)),
-        tags=tuple(tags) if isinstance(tags, list) else (str(tags),),
+        index=int(meta.get("chunk_index", 0)),
         note_hash=str(meta.get("note_hash", "")),
-        similarity=similarity,
+        context=meta.get("context"),
     )

@@ -1,8 +1,10 @@
 """Sync: make the store match the knowledge folder, touching only what changed.
 
-Each note is compared by the hash of its bytes with what the store holds: new notes are added, changed notes'
-chunks replaced, deleted notes' chunks removed, unchanged notes left alone with no model call. A sync cut short
-at any point leaves notes the next sync sees as incomplete and redoes. It does not lock; `KnowledgeBase` does.
+Each note is compared by the hash of its bytes with what the store holds: new notes are added, deleted notes'
+chunks removed, unchanged notes left alone with no model call. A changed note is chunked again and, since chunk
+ids are content addresses, only chunks whose text changed are embedded; the others keep their vectors and get
+their new line ranges and order. A sync cut short at any point leaves notes the next sync sees as incomplete and
+redoes. It does not lock; `KnowledgeBase` does.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from rag.chunk import Chunk, chunk_note
 from rag.embed import Embedder
 from rag.errors import RagError, SkipNote
-from rag.load import Note, content_hash, find_notes, parse_note, read_bytes, relative_name
+from rag.load import content_hash, find_notes, parse_note, read_bytes, relative_name
 from rag.store import NoteState, Store
 
 _BATCH_CHUNKS = 64
@@ -44,8 +48,13 @@ class SyncReport:
     chunks: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[Skipped] = field(default_factory=list)
+    # Why this sync built the index anew beside the old one (model or chunking changed), if it did.
     rebuilt: str | None = None
     seconds: float = 0.0
+    # Chunks sent to the model (an edit embeds only the chunks whose text changed).
+    embedded: int = 0
+    # Why the index does not match the settings and was left as it is (a read-only sync), if so.
+    rebuild_needed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,6 @@ def sync_folder(
     chunk_tokens: int,
     overlap_tokens: int,
     max_file_bytes: int,
-    rebuilt: str | None = None,
     progress: bool = False,
     journal: Path | None = None,
 ) -> SyncReport:
@@ -86,11 +94,10 @@ def sync_folder(
         chunk_tokens: chunk budget in model tokens (capped at the model's own limit).
         overlap_tokens: overlap between the pieces of a split section.
         max_file_bytes: larger files are skipped.
-        rebuilt: why the store was just emptied, if it was; passed through to the report.
         progress: show a progress bar on stderr while embedding.
         journal: a file naming the notes this sync is about to write, removed when it finishes; a journal left by
             a sync that was killed makes this one rewrite those notes, even where the store looks whole (Chroma
-            can keep a record whose vector never reached its nearest-neighbour index).
+            can keep a record whose vector never reached its nearest-neighbour index), embedding all their chunks.
     """
     started = time.perf_counter()
     root = check_folder(root)
@@ -100,7 +107,7 @@ def sync_folder(
     present: set[str] = set()
     skipped: list[Skipped] = []
     warnings: list[Skipped] = []
-    pending: list[tuple[Note, list[Chunk], bool]] = []
+    pending: list[_Pending] = []
     unchanged = 0
     for path in find_notes(root):
         rel = relative_name(root, path)
@@ -113,7 +120,11 @@ def sync_folder(
                 continue
             note = parse_note(rel, raw)
             chunks = chunk_note(
-                note, count_tokens=embedder.count_tokens, max_tokens=budget, overlap_tokens=overlap_tokens
+                note,
+                count_tokens=embedder.count_tokens,
+                max_tokens=budget,
+                overlap_tokens=overlap_tokens,
+                model=embedder.name,
             )
             if not chunks:
                 raise SkipNote(rel, "has no text besides its front matter; write a body or delete it")
@@ -122,33 +133,35 @@ def sync_folder(
             skipped.append(Skipped(rel, exc.reason + kept))
             continue
         warnings.extend(Skipped(rel, w) for w in note.warnings)
-        pending.append((note, chunks, state is not None))
+        held = state.chunk_ids if state is not None else frozenset()
+        embed = [c for c in chunks if rel in interrupted or c.id not in held]
+        pending.append(_Pending(rel, chunks, embed, held, existed=state is not None))
 
     removed = sorted(set(states) - present)
-    _write_journal(journal, interrupted | {n.path for n, _, _ in pending} | set(removed))
+    _write_journal(journal, interrupted | {p.source for p in pending} | set(removed))
     _embed_and_write(pending, store, embedder, progress=progress)
     store.delete_notes(removed)
     if journal is not None:
         journal.unlink(missing_ok=True)
-    updated = sum(1 for _, _, existed in pending if existed)
+    updated = sum(1 for p in pending if p.existed)
     return SyncReport(
         added=len(pending) - updated,
         updated=updated,
         removed=len(removed),
         unchanged=unchanged,
-        notes=len(states.keys() - set(removed) | {n.path for n, _, _ in pending}),
+        notes=len(states.keys() - set(removed) | {p.source for p in pending}),
         chunks=store.count(),
         skipped=skipped,
         warnings=warnings,
-        rebuilt=rebuilt,
         seconds=round(time.perf_counter() - started, 3),
+        embedded=sum(len(p.embed) for p in pending),
     )
 
 
-def folder_status(root: Path, store: Store, *, max_file_bytes: int) -> list[FileStatus]:
-    """Each file's standing against the store, computed without embedding anything."""
+def folder_status(root: Path, store: Store | None, *, max_file_bytes: int) -> list[FileStatus]:
+    """Each file's standing against the store (None: nothing indexed yet), computed without embedding anything."""
     root = check_folder(root)
-    states = store.note_states()
+    states = store.note_states() if store is not None else {}
     result: list[FileStatus] = []
     seen: set[str] = set()
     for path in find_notes(root):
@@ -201,21 +214,31 @@ def _is_current(state: NoteState | None, note_hash: str) -> bool:
     return state is not None and state.complete and state.note_hash == note_hash
 
 
-def _embed_and_write(
-    pending: list[tuple[Note, list[Chunk], bool]], store: Store, embedder: Embedder, *, progress: bool
-) -> None:
-    """Embed pending notes in batches across notes and write each batch, so finished work survives a crash."""
+@dataclass(frozen=True)
+class _Pending:
+    """A note to write: all its chunks, the ones the model must embed, and the chunk ids the store holds now."""
+
+    source: str
+    chunks: list[Chunk]
+    embed: list[Chunk]
+    held: frozenset[str]
+    existed: bool
+
+
+def _embed_and_write(pending: list[_Pending], store: Store, embedder: Embedder, *, progress: bool) -> None:
+    """Embed pending chunks in batches across notes and write each batch's notes, so finished work survives a
+    crash."""
     if not pending:
         return
     from tqdm import tqdm
 
-    total = sum(len(chunks) for _, chunks, _ in pending)
+    total = sum(len(p.embed) for p in pending)
     with tqdm(total=total, unit="chunk", desc="embedding", disable=not progress, file=sys.stderr) as bar:
-        batch: list[tuple[Note, list[Chunk]]] = []
+        batch: list[_Pending] = []
         size = 0
-        for note, chunks, _ in pending:
-            batch.append((note, chunks))
-            size += len(chunks)
+        for note in pending:
+            batch.append(note)
+            size += len(note.embed)
             if size >= _BATCH_CHUNKS:
                 _write_batch(batch, store, embedder)
                 bar.update(size)
@@ -225,10 +248,9 @@ def _embed_and_write(
             bar.update(size)
 
 
-def _write_batch(batch: list[tuple[Note, list[Chunk]]], store: Store, embedder: Embedder) -> None:
-    texts = [c.embedding_text for _, chunks in batch for c in chunks]
-    vectors = embedder.embed_batch(texts)
-    offset = 0
-    for note, chunks in batch:
-        store.replace_note(note.path, chunks, vectors[offset : offset + len(chunks)])
-        offset += len(chunks)
+def _write_batch(batch: list[_Pending], store: Store, embedder: Embedder) -> None:
+    chunks = [c for note in batch for c in note.embed]
+    vectors = embedder.embed_batch([c.embedding_text for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
+    by_id = dict(zip((c.id for c in chunks), vectors, strict=True))
+    for note in batch:
+        store.write_note(note.source, note.chunks, {c.id: by_id[c.id] for c in note.embed}, held=note.held)

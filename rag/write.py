@@ -15,7 +15,7 @@ import frontmatter
 from slugify import slugify
 
 from rag.errors import NoteWriteError
-from rag.load import NOTE_SUFFIXES
+from rag.load import NOTE_SUFFIXES, parse_tags
 
 # Names Windows refuses for files, whatever the extension; a shared folder must open everywhere.
 _RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{n}" for p in ("com", "lpt") for n in range(1, 10)}
@@ -89,7 +89,7 @@ def write_note(
     if not target.resolve().is_relative_to(folder.resolve()):
         raise NoteWriteError(f"note name {rel!r} escapes the knowledge folder; use a plain file name")
     note_id = PurePosixPath(rel).with_suffix("").as_posix().replace("/", "-")
-    clean_tags = [t.strip() for t in tags if t and t.strip()]
+    clean_tags = list(parse_tags(tags))
     post = frontmatter.Post(body if body.lstrip().startswith("#") else f"# {title}\n\n{body}")
     post.metadata.update({"id": note_id, "title": title, "tags": clean_tags})
     text = frontmatter.dumps(post, sort_keys=False) + "\n"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from bench._process import answers, free_port, serve
 from rag.config import Config
 from rag.embed import SentenceTransformerEmbedder
 from rag.knowledge import KnowledgeBase
@@ -67,60 +69,25 @@ def indexed_config(tmp_path: Path, knowledge: Path, starter_db: Path) -> Config:
     return Config(knowledge_dir=knowledge, db_dir=db)
 
 
-def free_port() -> int:
-    """A TCP port on the loopback that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="session")
+def rag_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`RAG_CACHE_DIR` for every child process of the session, so no ONNX export lands in ~/.cache/rag."""
+    return tmp_path_factory.mktemp("rag-cache")
 
 
 @pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory):
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `chroma run` server on a free loopback port for the whole session; yields its URL."""
-    import subprocess
-    import time
-
-    import httpx
-
     chroma = shutil.which("chroma")
     if chroma is None:
         pytest.fail("the `chroma` command (installed with chromadb) is not on PATH; run `make install`")
     folder = tmp_path_factory.mktemp("chroma-server")
     port = free_port()
-    log = (folder / "server.log").open("wb")
-    server = subprocess.Popen(
-        [chroma, "run", "--path", str(folder / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                pytest.fail(
-                    f"chroma run exited with {server.returncode}: {(folder / 'server.log').read_text()[-2000:]}"
-                )
-            try:
-                if httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"chroma run did not answer on {url} within 60 s")
-            time.sleep(0.2)
+    argv = [chroma, "run", "--path", str(folder / "db"), "--host", "127.0.0.1", "--port", str(port)]
+    ready = answers(f"{url}/api/v2/heartbeat")
+    with serve(argv, url=url, ready=ready, log=folder / "server.log", timeout=60, stop_timeout=10):
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 @pytest.fixture(params=["embedded", "server"])

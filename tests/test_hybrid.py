@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench._process import free_port, listens, serve
 from rag.calibrate import Calibration, background
 from rag.chunk import context_line
 from rag.config import Config
@@ -19,8 +17,6 @@ from rag.errors import ConfigError
 from rag.keyword import KeywordIndex
 from rag.knowledge import KnowledgeBase
 from rag.retrieve import fuse, judge
-
-pytestmark = pytest.mark.slow
 
 
 def note(path: Path, title: str, body: str) -> None:
@@ -39,6 +35,7 @@ def assert_vectors_current(kb: KnowledgeBase) -> None:
     assert index.similarities(probe, index.ids) == pytest.approx(kb.store.similarities(probe, index.ids), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_keyword_side_follows_add_change_delete_and_restart(config: Config, embedder) -> None:
     kb = KnowledgeBase(config, embedder=embedder)
     kb.sync()
@@ -70,6 +67,7 @@ def test_keyword_side_follows_add_change_delete_and_restart(config: Config, embe
     assert saved.stat().st_mtime_ns != before
 
 
+@pytest.mark.slow
 def test_an_edit_saved_by_another_process_reaches_this_ones_keyword_side(config: Config, embedder) -> None:
     # The chat and a CLI run are two KnowledgeBase objects over one store; an edit that keeps the chunk count
     # must still reach the chat's in-memory BM25 index.
@@ -87,6 +85,7 @@ def test_an_edit_saved_by_another_process_reaches_this_ones_keyword_side(config:
     assert_vectors_current(chat)
 
 
+@pytest.mark.slow
 def test_an_edit_synced_by_a_dense_only_process_reaches_the_keyword_side(config: Config, embedder) -> None:
     # A CLI run configured for dense search keeps no keyword index of its own; the chat's must still follow it.
     extra = config.knowledge_dir / "zorblatt.md"
@@ -102,6 +101,7 @@ def test_an_edit_synced_by_a_dense_only_process_reaches_the_keyword_side(config:
     assert_vectors_current(chat)
 
 
+@pytest.mark.slow
 def test_keyword_scores_keep_the_best_and_the_asked_for(config: Config, embedder) -> None:
     kb = KnowledgeBase(config, embedder=embedder)
     kb.sync()
@@ -116,6 +116,7 @@ def test_keyword_scores_keep_the_best_and_the_asked_for(config: Config, embedder
     assert index.scores(question, top=0) == {}
 
 
+@pytest.mark.slow
 def test_stale_cache_is_rebuilt_from_the_store_texts(config: Config, embedder) -> None:
     kb = KnowledgeBase(config, embedder=embedder)
     kb.sync()
@@ -146,6 +147,7 @@ class Shifted:
         return self.inner.count_tokens(texts)
 
 
+@pytest.mark.slow
 def test_keyword_side_and_calibration_follow_a_model_change(config: Config, embedder) -> None:
     # Same notes, same chunk ids and note hashes, another model: nothing derived from the old vectors may survive.
     first = KnowledgeBase(config, embedder=embedder)
@@ -168,6 +170,7 @@ def test_keyword_side_and_calibration_follow_a_model_change(config: Config, embe
     assert [h.score for h in hits] == pytest.approx([exact[h.id] for h in hits], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_hybrid_hits_show_cosine_similarity_and_keyword_score(config: Config, embedder) -> None:
     kb = KnowledgeBase(config, embedder=embedder)
     kb.sync()
@@ -187,6 +190,7 @@ def test_hybrid_hits_show_cosine_similarity_and_keyword_score(config: Config, em
         kb.search(question, mode="fuzzy")
 
 
+@pytest.mark.slow
 def test_confidence_comes_from_the_corpus_calibration(config: Config, embedder) -> None:
     kb = KnowledgeBase(config, embedder=embedder)
     kb.sync()
@@ -199,40 +203,19 @@ def test_confidence_comes_from_the_corpus_calibration(config: Config, embedder) 
     assert all(off_topic.weak(h) for h in off_topic.hits)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.slow
 def test_keyword_cache_is_local_and_keyed_for_a_chroma_server(tmp_path: Path, knowledge: Path, embedder) -> None:
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     chroma = Path(sys.executable).with_name("chroma")
-    server = subprocess.Popen(
-        [str(chroma), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    argv = [str(chroma), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)]
+    with serve(argv, url=url, ready=listens(port), log=tmp_path / "chroma.log", timeout=120, stop_timeout=30):
         config = Config(knowledge_dir=knowledge, db_dir=tmp_path / "local", chroma_url=url)
         kb = KnowledgeBase(config, embedder=embedder)
         kb.sync()
         assert ids_for(kb, "reciprocal rank fusion", mode="hybrid")
         assert "127-0-0-1" in kb.cache_dir.name and kb.cache_dir.name.endswith("--knowledge")
         assert (kb.cache_dir / "bm25" / "chunks.json").exists()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_fuse_scales_each_side_and_weights_them() -> None:

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
+
+from bench._process import answers, child_env, free_port, serve
 
 from .web_fixtures import launch_chromium
 
@@ -32,14 +31,8 @@ ARTIFACTS = ROOT / "artifacts"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def lab(tmp_path: Path, knowledge: Path, starter_db: Path) -> Iterator[tuple[str, Path]]:
+def lab(tmp_path: Path, knowledge: Path, starter_db: Path, rag_cache_dir: Path) -> Iterator[tuple[str, Path]]:
     """A running JupyterLab serving a copy of the example notebook; yields its URL with token and the notes."""
     root, config, ipython = tmp_path / "lab", tmp_path / "jupyter-config", tmp_path / "ipython"
     root.mkdir()
@@ -58,8 +51,7 @@ def lab(tmp_path: Path, knowledge: Path, starter_db: Path) -> Iterator[tuple[str
     (config / "jupyter_server_config.json").write_text(json.dumps(settings))
     disabled = {"@jupyterlab/apputils-extension:announcements": True}
     (config / "labconfig" / "page_config.json").write_text(json.dumps({"disabledExtensions": disabled}))
-    env = {
-        **os.environ,
+    extra = {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "JUPYTER_CONFIG_DIR": str(config),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
@@ -68,38 +60,26 @@ def lab(tmp_path: Path, knowledge: Path, starter_db: Path) -> Iterator[tuple[str
         "IPYTHONDIR": str(ipython),
         "RAG_KNOWLEDGE_DIR": str(knowledge),
         "RAG_DB_DIR": str(tmp_path / "db"),
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
     }
     port, token = free_port(), secrets.token_hex(16)
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1"]
     command += [f"--port={port}", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}"]
-    log = (tmp_path / "jupyterlab.log").open("w")
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/api/status", params={"token": token}, timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"JupyterLab did not start; log:\n{(tmp_path / 'jupyterlab.log').read_text()}")
-            time.sleep(0.5)
+    with serve(
+        command,
+        url=url,
+        ready=answers(f"{url}/api/status?token={token}"),
+        log=tmp_path / "jupyterlab.log",
+        timeout=120,
+        stop_timeout=30,
+        env=child_env(extra, cache_dir=rag_cache_dir),
+        cwd=root,
+    ):
         yield f"{url}/lab/tree/notebook.ipynb?token={token}", knowledge
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     url, knowledge = lab
     with sync_playwright() as playwright:
@@ -108,8 +88,9 @@ def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(url)
             # Focus the notebook (a dialog or the launcher may hold the focus at first), then wait for its kernel.
-            page.locator(".jp-Notebook").first.wait_for(timeout=180_000)
-            page.locator(".jp-Notebook").first.click()
+            notebook = page.locator(".jp-Notebook").first
+            expect(notebook).to_be_visible(timeout=180_000)
+            notebook.click()
             page.wait_for_function(
                 "() => ['idle', 'busy'].includes("
                 "window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status)",
@@ -117,18 +98,18 @@ def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -
             )
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             widget = page.locator(".ragchat")
-            widget.wait_for(timeout=600_000)
+            expect(widget).to_be_visible(timeout=600_000)
             # The last cell starts the inline web chat; its iframe means every cell has run.
-            page.locator('iframe[src^="http://127.0.0.1:"]').wait_for(state="attached", timeout=600_000)
-            assert widget.locator("[data-role=question]").input_value() == "What does a vector database store?"
+            expect(page.locator('iframe[src^="http://127.0.0.1:"]')).to_be_attached(timeout=600_000)
+            expect(widget.locator("[data-role=question]")).to_have_value("What does a vector database store?")
 
             ask(page, "What is one-hot encoding and why is it sparse?")
-            first_location(page, "one-hot-vs-dense.md:")
+            expect_first_location(widget, "one-hot-vs-dense.md:")
             scores = [float(s) for s in widget.locator("[data-role=score]").all_inner_texts()]
             assert len(scores) == 5 and all(0 < s <= 1 for s in scores)
             titles = widget.locator("[data-role=title]").all_inner_texts()
             assert titles[0] and widget.locator("[data-role=heading]").count() >= 1
-            assert "score" in widget.locator("[data-role=answer]").inner_text()
+            expect(widget.locator("[data-role=answer]")).to_contain_text("score")
             fill = widget.locator(".ragchat-bar-fill").first.evaluate("el => el.style.width")
             assert fill == f"{scores[0] * 100:.0f}%"
 
@@ -140,24 +121,21 @@ def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -
                 'Markup stays text: <img src=x onerror="window.__pwned = 1">'
             )
             widget.locator("[data-role=add-note]").click()
-            page.wait_for_function(
-                "() => document.querySelector('.ragchat [data-role=notice]')?.textContent.includes('quokka-water.md')",
-                timeout=300_000,
-            )
+            expect(widget.locator("[data-role=notice]")).to_contain_text("quokka-water.md", timeout=300_000)
             assert (knowledge / "quokka-water.md").exists()
 
             ask(page, "Where do quokkas get their water?")
-            first_location(page, "quokka-water.md:")
+            expect_first_location(widget, "quokka-water.md:")
             best = widget.locator("[data-role=source]").first
-            assert "<img src=x" in best.inner_text()
+            expect(best).to_contain_text("<img src=x")
             assert page.evaluate("() => window.__pwned") is None
             assert float(widget.locator("[data-role=score]").first.inner_text()) > 0.4
 
             # The picture: the widget's cell (its two lines of code, then the chat), with the file browser closed.
             page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
-            cell = "document.querySelector('.ragchat').closest('.jp-Cell')"
-            page.evaluate(f"() => {cell}.scrollIntoView({{block: 'start'}})")
-            page.wait_for_timeout(500)  # let the scroll settle before the picture; nothing is asserted on time
+            cell = page.locator(".jp-Cell", has=widget)
+            cell.evaluate("el => el.scrollIntoView({block: 'start'})")
+            expect(cell).to_be_in_viewport()
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "notebook.png"))
         finally:
@@ -170,10 +148,9 @@ def ask(page, question: str) -> None:  # type: ignore[no-untyped-def]
     box.press("Enter")
 
 
-def first_location(page, prefix: str) -> None:  # type: ignore[no-untyped-def]
+def expect_first_location(widget, prefix: str) -> None:  # type: ignore[no-untyped-def]
     """Wait until the widget's best source comes from `prefix` (a `path:` location)."""
-    page.wait_for_function(
-        "(prefix) => document.querySelector('.ragchat [data-role=location]')?.textContent.startsWith(prefix)",
-        arg=prefix,
-        timeout=300_000,
-    )
+    from playwright.sync_api import expect
+
+    location = widget.locator("[data-role=location]").first
+    expect(location).to_have_text(re.compile("^" + re.escape(prefix)), timeout=300_000)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pytest
 
+from bench._process import child_env, start, wait_for
 from rag.chunk import chunking_id
 from rag.config import Config
 from rag.embed import SentenceTransformerEmbedder
@@ -20,6 +19,8 @@ from rag.knowledge import KnowledgeBase
 from rag.store import Store
 
 from .conftest import ROOT
+
+pytestmark = pytest.mark.slow  # every test here embeds with the real model
 
 
 class CountingEmbedder:
@@ -154,22 +155,30 @@ def test_status_reports_new_stale_and_deleted(indexed_config: Config, embedder: 
     assert states["glove.md"] == "stale" and states["chunking.md"] == "deleted" and states["fresh.md"] == "new"
 
 
-def test_sync_killed_midway_is_repaired_by_the_next(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+def test_sync_killed_midway_is_repaired_by_the_next(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, rag_cache_dir: Path
+) -> None:
     folder = tmp_path / "notes"
     folder.mkdir()
     for i in range(150):
         (folder / f"note-{i:03}.md").write_text(f"# Note {i}\n\nSentence {i} about vectors and their neighbours.\n")
     db = tmp_path / "db"
-    env = {**os.environ, "RAG_KNOWLEDGE_DIR": str(folder), "RAG_DB_DIR": str(db)}
-    proc = subprocess.Popen([sys.executable, "-m", "rag", "index", "--json"], cwd=ROOT, env=env)
+    env = child_env({"RAG_KNOWLEDGE_DIR": str(folder), "RAG_DB_DIR": str(db)}, cache_dir=rag_cache_dir)
+    log = tmp_path / "index.log"
+    proc = start([sys.executable, "-m", "rag", "index", "--json"], log=log, env=env, cwd=ROOT)
     # Kill once the first batch is in the store, while later ones are still being embedded.
-    deadline = time.monotonic() + 180
-    stored = 0
-    while time.monotonic() < deadline and proc.poll() is None and not stored:
-        stored = stored_rows(db / "chroma.sqlite3")
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        stored = wait_for(
+            lambda: stored_rows(db / "chroma.sqlite3"),
+            timeout=180,
+            interval=0.02,
+            what="the first chunks were stored",
+            process=proc,
+            log=log,
+        )
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert 0 < stored < 150, "the kill must land mid-sync for this test to mean anything"
 
     config = Config(knowledge_dir=folder, db_dir=db)

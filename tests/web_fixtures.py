@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,7 +16,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from demo.server import create_server
+from bench._process import wait_for  # tests/test_web_*.py import it from here
 from demo.watch import FolderWatcher
 from rag.config import Config
 from rag.knowledge import KnowledgeBase
@@ -59,11 +58,11 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
+        wait_for(
+            lambda: self.server.started or not self.thread.is_alive(), timeout=60, interval=0.05, what="uvicorn start"
+        )
+        if not self.server.started:
+            raise RuntimeError("the test server's thread ended before uvicorn started; see the log above")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -98,19 +97,9 @@ def live_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Any, starter_db:
 @pytest.fixture(scope="session")
 def live_chat(live_kb: KnowledgeBase) -> Iterator[LiveChat]:
     """The chat and its JSON API, served over HTTP while the folder watcher runs."""
+    from demo.server import create_server  # Gradio takes seconds to import; only this fixture needs it
+
     watcher = FolderWatcher(live_kb)
     watcher.sync()
     with watcher, ServerThread(create_server(live_kb, watcher=watcher)) as server:
         yield LiveChat(server.url, live_kb, watcher, Path(live_kb.config.knowledge_dir))
-
-
-def wait_for(condition: Any, *, timeout: float = 20.0, interval: float = 0.25) -> Any:
-    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f} s")
-        time.sleep(interval)
