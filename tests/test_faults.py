@@ -18,16 +18,14 @@ from pathlib import Path
 import pytest
 from filelock import FileLock, Timeout
 
+from bench._process import child_env, stop, wait_for
 from bench.faults import Folder, Runner, clean_build_chunks, compare, run_trials, wait
 from rag.config import Config
-from rag.errors import NoteWriteError
 from rag.knowledge import sync_lock_path
 from rag.load import find_notes, load_note
 from rag.write import write_note
 
 ROOT = Path(__file__).resolve().parent.parent
-
-pytestmark = pytest.mark.slow
 
 
 def explain(report) -> str:
@@ -35,6 +33,7 @@ def explain(report) -> str:
     return "\n".join(lines + report.final_check)
 
 
+@pytest.mark.slow
 def test_twenty_sigkills_during_sync_leave_an_index_equal_to_a_clean_build(tmp_path: Path) -> None:
     report = run_trials(20, notes=200, seed=6, work=tmp_path, change=0.25)
     assert len(report.trials) == 20, f"only {len(report.trials)} kills landed before the syncs finished"
@@ -44,6 +43,7 @@ def test_twenty_sigkills_during_sync_leave_an_index_equal_to_a_clean_build(tmp_p
     assert report.phases().get("mid-write", 0) + report.phases().get("after all writes", 0) >= 1, report.phases()
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_fresh_python_m_rag_index(tmp_path: Path) -> None:
     """The same proof with a fresh `python -m rag index` interpreter per run, not a forked one."""
     report = run_trials(2, notes=60, seed=7, work=tmp_path, spawn=True, change=0.5)
@@ -51,6 +51,7 @@ def test_sigkill_of_a_fresh_python_m_rag_index(tmp_path: Path) -> None:
     assert not report.final_check, explain(report)
 
 
+@pytest.mark.slow
 def test_sigkills_during_sync_against_a_chroma_server(tmp_path: Path, chroma_server: str) -> None:
     report = run_trials(4, notes=80, seed=8, work=tmp_path, url=chroma_server, collection="faultsci", change=0.5)
     assert len(report.trials) == 4 and report.survived == 4, explain(report)
@@ -74,14 +75,16 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_killed_note_write_never_leaves_a_half_written_note(tmp_path: Path) -> None:
     """SIGKILL a process writing 2.6 MB notes in a loop, 20 times: every visible note is whole."""
     folder = tmp_path / "knowledge"
     folder.mkdir()
     rng = random.Random(3)
+    env = child_env()
     for _ in range(20):
         writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(folder)], stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ}
+            [sys.executable, "-c", WRITER, str(folder)], stdout=subprocess.PIPE, cwd=ROOT, env=env
         )
         assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
         time.sleep(rng.uniform(0.0, 0.6))
@@ -109,31 +112,78 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     assert list(tmp_path.iterdir()) == []
 
 
+# One writer of a note titled "Same title". With "pause", it stops once the note's bytes are written and synced to
+# disk, before it is published under its name, and goes on when the test writes a line to its stdin.
+SAME_TITLE_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from rag.errors import NoteWriteError
+    from rag.write import write_note
+
+    folder, body, pause = Path(sys.argv[1]), sys.argv[2], sys.argv[3:] == ["pause"]
+    fsync = os.fsync
+
+    def fsync_then_wait(fd):
+        fsync(fd)
+        print("written, not published", flush=True)
+        sys.stdin.readline()
+
+    if pause:
+        os.fsync = fsync_then_wait
+    try:
+        print("wrote", write_note(folder, title="Same title", body=body).path, flush=True)
+    except NoteWriteError as exc:
+        print("refused:", exc, flush=True)
+    """
+)
+
+
 def test_two_writers_never_overwrite_each_other(tmp_path: Path) -> None:
-    first = write_note(tmp_path, title="Same title", body="first")
-    with pytest.raises(NoteWriteError, match="already exists"):
-        write_note(tmp_path, title="Same title", body="second")
-    assert "first" in (tmp_path / first.path).read_text()
+    """Two processes write a note of the same name at once; the second starts while the first is mid-write."""
+    folder = tmp_path / "knowledge"
+    folder.mkdir()
+    env = child_env()
+
+    def writer(body: str, *flags: str) -> list[str]:
+        return [sys.executable, "-c", SAME_TITLE_WRITER, str(folder), body, *flags]
+
+    first = subprocess.Popen(
+        writer("first body", "pause"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline() == "written, not published\n"
+        # The first writer has its whole note in a temporary file and has not published it: it is mid-write.
+        assert [p.name.startswith(".new-") for p in folder.iterdir()] == [True]
+        second = subprocess.run(writer("second body"), capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout == "wrote same-title.md\n"
+        out, _ = first.communicate("go\n", timeout=120)
+    finally:
+        stop(first)
+    assert first.returncode == 0
+    assert out.startswith("refused: a note named same-title.md already exists")
+    # One note, the second writer's, whole; the first's temporary file is gone.
+    assert [p.name for p in folder.iterdir()] == ["same-title.md"]
+    text = (folder / "same-title.md").read_text()
+    assert "second body" in text and "first body" not in text
 
 
 # ---------------------------------------------------------------- two processes, one store
 
 
-def wait_until_locked(path: Path, process: subprocess.Popen, *, seconds: float = 300) -> None:
-    """Return once another process holds the lock file `path` (polled without holding it for long)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the first sync ended before it was seen holding the lock"
-        lock = FileLock(str(path))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return
-        lock.release()
-        time.sleep(0.02)
-    pytest.fail("the first sync never took the lock")
+def held_by_another_process(path: Path) -> bool:
+    """Whether another process holds the lock file `path` (tried without waiting, released at once)."""
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
+@pytest.mark.slow
 def test_second_sync_stops_with_a_message_or_waits(tmp_path: Path, backend: str | None, collection_name: str) -> None:
     """Real processes: a second sync gives up with a clear message, a third waits; the store ends up whole."""
     folder = Folder(tmp_path / "knowledge", random.Random(5))
@@ -144,7 +194,8 @@ def test_second_sync_stops_with_a_message_or_waits(tmp_path: Path, backend: str 
     argv = [sys.executable, "-m", "rag", *runner.index_argv(folder.path)]
     env = {**os.environ, **runner.env}
     first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_until_locked(sync_lock_path(config)[0], first)
+    lock = sync_lock_path(config)[0]
+    wait_for(lambda: held_by_another_process(lock), timeout=300, interval=0.02, what="taking the lock", process=first)
 
     impatient = subprocess.run(
         argv, cwd=ROOT, env={**env, "RAG_LOCK_WAIT": "0.5"}, capture_output=True, text=True, timeout=300
