@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -95,7 +95,8 @@ def sync_folder(
         overlap_tokens: overlap between the pieces of a split section.
         max_file_bytes: larger files are skipped.
         progress: show a progress bar on stderr while embedding.
-        journal: a file naming the notes this sync is about to write, removed when it finishes; a journal left by
+        journal: a file naming the notes this sync is writing at the moment (one batch, or the deletions), removed
+            when it finishes; a journal left by
             a sync that was killed makes this one rewrite those notes, even where the store looks whole (Chroma
             can keep a record whose vector never reached its nearest-neighbour index), embedding all their chunks.
     """
@@ -138,8 +139,15 @@ def sync_folder(
         pending.append(_Pending(rel, chunks, embed, held, existed=state is not None))
 
     removed = sorted(set(states) - present)
-    _write_journal(journal, interrupted | {p.source for p in pending} | set(removed))
-    _embed_and_write(pending, store, embedder, progress=progress)
+    # A note named by the journal stays named until it is written again, so a second kill cannot lose it.
+    unwritten = set(interrupted)
+
+    def writing(sources: set[str]) -> None:
+        _write_journal(journal, unwritten | sources)
+        unwritten.difference_update(sources)
+
+    _embed_and_write(pending, store, embedder, progress=progress, writing=writing)
+    writing(set(removed))
     store.delete_notes(removed)
     if journal is not None:
         journal.unlink(missing_ok=True)
@@ -202,7 +210,10 @@ def _read_journal(journal: Path | None) -> set[str]:
 
 
 def _write_journal(journal: Path | None, sources: set[str]) -> None:
-    if journal is None or not sources:
+    if journal is None:
+        return
+    if not sources:
+        journal.unlink(missing_ok=True)
         return
     journal.parent.mkdir(parents=True, exist_ok=True)
     tmp = journal.with_suffix(".tmp")
@@ -225,9 +236,11 @@ class _Pending:
     existed: bool
 
 
-def _embed_and_write(pending: list[_Pending], store: Store, embedder: Embedder, *, progress: bool) -> None:
+def _embed_and_write(
+    pending: list[_Pending], store: Store, embedder: Embedder, *, progress: bool, writing: Callable[[set[str]], None]
+) -> None:
     """Embed pending chunks in batches across notes and write each batch's notes, so finished work survives a
-    crash."""
+    crash; `writing` is told which notes each batch is about to write."""
     if not pending:
         return
     from tqdm import tqdm
@@ -240,10 +253,12 @@ def _embed_and_write(pending: list[_Pending], store: Store, embedder: Embedder, 
             batch.append(note)
             size += len(note.embed)
             if size >= _BATCH_CHUNKS:
+                writing({n.source for n in batch})
                 _write_batch(batch, store, embedder)
                 bar.update(size)
                 batch, size = [], 0
         if batch:
+            writing({n.source for n in batch})
             _write_batch(batch, store, embedder)
             bar.update(size)
 
