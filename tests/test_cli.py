@@ -3,37 +3,48 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Callable
 
 import pytest
 
+from bench._process import child_env
 from rag.config import Config
+from rag.errors import SkipNote
+from rag.load import parse_note
 
 from .conftest import ROOT
 
 HIT_KEYS = {"score", "text", "source", "title", "heading", "start_line", "end_line", "tags"}
 
 
-def run(
-    config: Config, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    base.update({"RAG_KNOWLEDGE_DIR": str(config.knowledge_dir), "RAG_DB_DIR": str(config.db_dir)})
-    return subprocess.run(
-        [sys.executable, "-m", "rag", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**base, **(env or {})},
-        timeout=600,
-    )
+@pytest.fixture
+def run(rag_cache_dir: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `python -m rag ARGS` on a config's folders, as a user would; returns the finished process."""
+
+    def run_cli(
+        config: Config, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        where = {"RAG_KNOWLEDGE_DIR": str(config.knowledge_dir), "RAG_DB_DIR": str(config.db_dir), **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "rag", *args],
+            cwd=ROOT,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=child_env(where, cache_dir=rag_cache_dir),
+            timeout=600,
+        )
+
+    return run_cli
 
 
-def test_index_json_shape(indexed_config: Config) -> None:
-    (indexed_config.knowledge_dir / "broken.md").write_bytes(b"\x00\x01binary")
+@pytest.mark.slow
+def test_index_json_shape(indexed_config: Config, run) -> None:
+    raw = b"\x00\x01binary"
+    (indexed_config.knowledge_dir / "broken.md").write_bytes(raw)
     out = run(indexed_config, "index", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -45,11 +56,15 @@ def test_index_json_shape(indexed_config: Config) -> None:
         "notes": 14,
     }
     assert isinstance(report["chunks"], int) and report["chunks"] > 14
-    assert report["skipped"] == [{"path": "broken.md", "reason": report["skipped"][0]["reason"]}]
-    assert "binary" in report["skipped"][0]["reason"]
+    # The CLI reports the loader's own reason for refusing the file, word for word.
+    with pytest.raises(SkipNote) as refused:
+        parse_note("broken.md", raw)
+    assert "binary" in refused.value.reason
+    assert report["skipped"] == [{"path": "broken.md", "reason": refused.value.reason}]
 
 
-def test_ask_json_answers_from_the_starter_notes(indexed_config: Config) -> None:
+@pytest.mark.slow
+def test_ask_json_answers_from_the_starter_notes(indexed_config: Config, run) -> None:
     out = run(indexed_config, "ask", "what are embeddings?", "--json", "-k", "3")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -59,7 +74,8 @@ def test_ask_json_answers_from_the_starter_notes(indexed_config: Config) -> None
     assert result["hits"][0]["source"] == "what-are-embeddings.md"
 
 
-def test_ask_text_shows_score_title_heading_and_location(indexed_config: Config) -> None:
+@pytest.mark.slow
+def test_ask_text_shows_score_title_heading_and_location(indexed_config: Config, run) -> None:
     out = run(indexed_config, "ask", "cosine similarity formula", "-k", "2", "--min-score", "0.2")
     assert out.returncode == 0, out.stderr
     first = out.stdout.splitlines()[0]
@@ -67,7 +83,8 @@ def test_ask_text_shows_score_title_heading_and_location(indexed_config: Config)
     assert "cosine-similarity.md:" in out.stdout.splitlines()[1]
 
 
-def test_batch_prints_one_json_line_per_question(indexed_config: Config) -> None:
+@pytest.mark.slow
+def test_batch_prints_one_json_line_per_question(indexed_config: Config, run) -> None:
     out = run(indexed_config, "ask", "--batch", "-", "-k", "2", stdin="what is GloVe?\n\nwhat is BM25?\n")
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
@@ -75,7 +92,8 @@ def test_batch_prints_one_json_line_per_question(indexed_config: Config) -> None
     assert lines[0]["hits"][0]["source"] == "glove.md" and lines[1]["hits"][0]["source"] == "hybrid-search-bm25.md"
 
 
-def test_add_note_writes_indexes_and_never_overwrites(indexed_config: Config) -> None:
+@pytest.mark.slow
+def test_add_note_writes_indexes_and_never_overwrites(indexed_config: Config, run) -> None:
     body = "Zanzibar vectors are a made-up kind of embedding used only in this test."
     out = run(indexed_config, "add-note", "--title", "Zanzibar Vectors", "--tags", "test,made-up", "--json", stdin=body)
     assert out.returncode == 0, out.stderr
@@ -93,7 +111,8 @@ def test_add_note_writes_indexes_and_never_overwrites(indexed_config: Config) ->
     assert (indexed_config.knowledge_dir / created["path"]).read_text() == text
 
 
-def test_status_lists_files_totals_model_and_db(indexed_config: Config) -> None:
+@pytest.mark.slow
+def test_status_lists_files_totals_model_and_db(indexed_config: Config, run) -> None:
     out = run(indexed_config, "status")
     assert out.returncode == 0, out.stderr
     assert "indexed  cosine-similarity.md" in out.stdout
@@ -120,8 +139,9 @@ def test_status_lists_files_totals_model_and_db(indexed_config: Config) -> None:
         (("add-note", "--title", "...", "--text", "x"), {}, 1, "cannot make a file name"),
     ],
 )
-def test_errors_exit_with_a_code_and_a_message(indexed_config: Config, args, env, code: int, message: str) -> None:
-    out = run(indexed_config, *args, env=env)
+def test_errors_exit_with_a_code_and_a_message(config: Config, run, args, env, code: int, message: str) -> None:
+    # None of these gets as far as the model or the store, so an empty, unindexed folder will do.
+    out = run(config, *args, env=env)
     assert out.returncode == code
     assert message in out.stderr
     assert "Traceback" not in out.stderr
