@@ -21,8 +21,16 @@ def test_show_chat_serves_the_app_locally_and_close_frees_it(indexed_config: Con
         # The real chat, not a placeholder: its JSON API answers over the same port.
         from gradio_client import Client
 
-        reply = Client(chat.url, verbose=False).predict("what is cosine similarity?", 3, 0.0, api_name="/ask")
-        assert "cosine" in str(reply).lower()
+        question = "what is cosine similarity?"
+        reply = Client(chat.url, verbose=False).predict(question, 3, 0.0, api_name="/ask")
+        # The reply repeats the question, so only what the notes add proves an answer: the library's own hits,
+        # with the note on cosine similarity first.
+        expected = kb.search(question, k=3, min_score=0.0).to_dict()
+        assert reply["question"] == question
+        assert [h["source"] for h in reply["hits"]] == [h["source"] for h in expected["hits"]]
+        assert reply["hits"][0]["source"] == "cosine-similarity.md"
+        assert [h["score"] for h in reply["hits"]] == pytest.approx([h["score"] for h in expected["hits"]], abs=1e-4)
+        assert reply["answer"].strip() and reply["answer"] != question
         assert "running" in repr(chat)
     finally:
         chat.close()
