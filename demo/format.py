@@ -1,9 +1,10 @@
 """Pure formatting for the web chat: answers, source cards, the score legend and the index status.
 
 Nothing here imports Gradio or touches the store; every function takes plain values and returns a string, so
-the tests check them without a server. Safety lives here too: note text is untrusted, so it only ever reaches
-the browser escaped (`escape_markdown_html` for the chat's Markdown, `render_chunk` and `html.escape` for the
-cards' HTML). Raw HTML in a note shows as text and never runs.
+the tests check them without a server. Safety lives here too: note text is untrusted, so it only reaches the
+browser as HTML made here, by markdown-it with raw HTML and images off (`render_markdown`: the chat's answers and
+the cards' chunks) or by `html.escape`. Raw HTML in a note shows as text and never runs, whatever Gradio's own
+sanitiser lets through.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from markdown_it import MarkdownIt
 
+from rag.chunk import context_line, heading_text
 from rag.render import PERCENTILE_HELP, percentile_label
 from rag.retrieve import Hit, SearchResult
 
@@ -42,9 +44,12 @@ class Passage:
 
 
 # CommonMark without raw HTML: any tag in a note is escaped into visible text; links are checked by markdown-it
-# (no javascript: URLs). Tables and strikethrough as in GitHub Markdown.
-_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable(
-    ["table", "strikethrough"]
+# (no javascript:, vbscript:, file: or data: URLs); images are off, so a note cannot make the page fetch anything.
+# Tables and strikethrough as in GitHub Markdown.
+_MARKDOWN = (
+    MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    .enable(["table", "strikethrough"])
+    .disable("image")
 )
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[*_A-Z0-9])")
@@ -56,15 +61,20 @@ _STOPWORDS = frozenset(
 )
 
 
-def render_chunk(text: str) -> str:
-    """A chunk's Markdown as HTML, with any raw HTML in it shown as text."""
+def render_markdown(text: str) -> str:
+    """Markdown (a chunk, a composed answer) as HTML, with any raw HTML in it shown as text."""
     return _MARKDOWN.render(text)
 
 
-def escape_markdown_html(text: str) -> str:
-    """Markdown source with `&`, `<` and `>` made into entities outside code spans, so HTML shows as text.
+def plain_html(text: str) -> str:
+    """Text shown exactly as typed (a question, an error message) as an HTML paragraph."""
+    return f"<p>{html.escape(text)}</p>"
 
-    Code spans keep their characters: Markdown already shows their content literally.
+
+def escape_markdown_html(text: str) -> str:
+    """Markdown source with `&`, `<` and `>` made into entities outside code spans, for the Markdown answer that
+    the JSON API returns to renderers we do not control. The chat itself never relies on it: it renders that
+    Markdown with `render_markdown`.
     """
     out: list[str] = []
     last = 0
@@ -134,7 +144,7 @@ def pick_passages(
     """
     candidates: list[tuple[int, int, str]] = []
     for number, hit in enumerate(result.hits[:sources], 1):
-        candidates.extend((number, position, s) for position, s in enumerate(split_sentences(hit.text)))
+        candidates.extend((number, position, s) for position, s in enumerate(split_sentences(hit.chunk.text)))
     if not candidates:
         return []
     relevance = list(score(result.question, [c[2] for c in candidates]))
@@ -142,16 +152,6 @@ def pick_passages(
     ranked = sorted(range(len(candidates)), key=lambda i: relevance[i] - 0.02 * candidates[i][0], reverse=True)
     chosen = sorted(ranked[:limit], key=lambda i: (candidates[i][0], candidates[i][1]))
     return [Passage(candidates[i][2], candidates[i][0], round(float(relevance[i]), 4)) for i in chosen]
-
-
-def heading_path(hit: Hit) -> str:
-    """The heading path below the title, e.g. `Reading the value`; empty when the chunk sits under the title."""
-    parts = [p for p in hit.heading.split(" > ") if p and p.strip(" ?!.").lower() != hit.title.strip(" ?!.").lower()]
-    return " › ".join(parts)
-
-
-def line_range(hit: Hit) -> str:
-    return f"{hit.source}:{hit.start_line}-{hit.end_line}"
 
 
 def compose_answer(result: SearchResult, passages: Sequence[Passage]) -> str:
@@ -202,11 +202,11 @@ def _passage_paragraphs(passages: Sequence[Passage], *, weak: bool) -> list[str]
 
 
 def _source_line(hit: Hit) -> str:
-    sub = heading_path(hit)
-    title = escape_markdown_html(hit.title or hit.source)
+    chunk = hit.chunk
+    title = escape_markdown_html(context_line(chunk.title or chunk.source, chunk.heading))
     # Inside a code span Markdown shows characters literally; only a backtick could end it early.
-    where = line_range(hit).replace("`", "'")
-    return f"**{title}**" + (f" › {escape_markdown_html(sub)}" if sub else "") + f" — `{where}`"
+    where = chunk.location.replace("`", "'")
+    return f"**{title}** — `{where}`"
 
 
 def score_bar_width(score: float) -> int:
@@ -231,12 +231,13 @@ def format_sources(result: SearchResult | None) -> str:
         )
     cards = []
     for number, hit in enumerate(result.hits, 1):
+        chunk = hit.chunk
         weak = result.weak(hit)
         rank = percentile_label(hit.percentile)
-        sub = heading_path(hit)
-        tags = "".join(f'<span class="rag-tag">{html.escape(t)}</span>' for t in hit.tags)
+        sub = heading_text(chunk.section)
+        tags = "".join(f'<span class="rag-tag">{html.escape(t)}</span>' for t in chunk.tags)
         cards.append(
-            f'<article class="rag-card{" rag-weak" if weak else ""}" data-source="{html.escape(hit.source)}">'
+            f'<article class="rag-card{" rag-weak" if weak else ""}" data-source="{html.escape(chunk.source)}">'
             '<div class="rag-card-head">'
             f'<span class="rag-num">{number}</span>'
             f'<span class="rag-score" title="cosine similarity between the question and this chunk">'
@@ -246,11 +247,11 @@ def format_sources(result: SearchResult | None) -> str:
             + f'<span style="width:{score_bar_width(hit.score)}%"></span></span>'
             + ('<span class="rag-badge">weak match</span>' if weak else "")
             + "</div>"
-            f'<div class="rag-title">{html.escape(hit.title or hit.source)}</div>'
+            f'<div class="rag-title">{html.escape(chunk.title or chunk.source)}</div>'
             + (f'<div class="rag-heading">{html.escape(sub)}</div>' if sub else "")
-            + f'<div class="rag-meta"><code class="rag-loc">{html.escape(line_range(hit))}</code>{tags}</div>'
+            + f'<div class="rag-meta"><code class="rag-loc">{html.escape(chunk.location)}</code>{tags}</div>'
             f'<details class="rag-chunk"><summary>Show the full chunk</summary>'
-            f'<div class="rag-chunk-body">{render_chunk(hit.text)}</div></details>'
+            f'<div class="rag-chunk-body">{render_markdown(chunk.text)}</div></details>'
             "</article>"
         )
     return f'<div class="rag-sources">{"".join(cards)}{legend}</div>'
@@ -314,19 +315,9 @@ def answer_note(question: str, passages: Sequence[Passage], hits: Sequence[Hit])
         body.append("No passage of the notes answered this question.")
     body.extend(["", "## Sources", ""])
     for number, hit in enumerate(hits, 1):
-        sub = heading_path(hit)
+        chunk = hit.chunk
         body.append(
-            f"{number}. {hit.title or hit.source}" + (f" › {sub}" if sub else "") + f" — `{line_range(hit)}` "
+            f"{number}. {context_line(chunk.title or chunk.source, chunk.heading)} — `{chunk.location}` "
             f"(similarity {hit.score:.2f})"
         )
     return title, "\n".join(body)
-
-
-def parse_tags(text: str) -> list[str]:
-    """Comma- or space-separated tags, deduplicated in order."""
-    seen: dict[str, None] = {}
-    for tag in re.split(r"[,\s]+", text or ""):
-        tag = tag.strip().lstrip("#")
-        if tag:
-            seen.setdefault(tag, None)
-    return list(seen)

@@ -102,7 +102,7 @@ class AskMagics(Magics):
         kb = self._knowledge_base(options["kb"])
         try:
             if options["sync"]:
-                kb.sync()
+                kb.sync(rebuild=False)
             return kb.search(question, k=options["k"], min_score=options["min_score"])
         except RagError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -62,7 +62,7 @@ def show_chat(
     from demo.app import build_app  # imported here: gradio takes seconds to import
 
     kb = kb or shared_knowledge_base()
-    kb.sync()
+    kb.sync(rebuild=False)
     app = build_app(kb, read_only=kb.config.read_only if read_only is None else read_only)
     app.launch(
         inline=True,

@@ -14,7 +14,6 @@ writes every note-derived value with `textContent`, never as HTML.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +23,7 @@ import traitlets
 from rag.chunk import context_line
 from rag.errors import RagError
 from rag.knowledge import KnowledgeBase, shared_knowledge_base
+from rag.load import parse_tags
 from rag.render import excerpt, prose
 from rag.retrieve import SearchResult
 from rag.write import NewNote
@@ -31,6 +31,8 @@ from rag.write import NewNote
 log = logging.getLogger(__name__)
 
 _STATIC = Path(__file__).parent / "static"
+# How much of each source the widget shows; the full text stays in `result`.
+EXCERPT_CHARS = 280
 
 
 def compose_answer(result: SearchResult) -> str:
@@ -43,8 +45,8 @@ def compose_answer(result: SearchResult) -> str:
             f"No confident match: {result.reason}. "
             "The nearest sources are below; if none answers the question, add a note."
         )
-    where = context_line(best.title, best.heading)
-    return f"{where} (score {best.score:.2f}): {excerpt(prose(best.text), 600)}"
+    where = context_line(best.chunk.title, best.chunk.heading)
+    return f"{where} (score {best.score:.2f}): {excerpt(prose(best.chunk.text), 600)}"
 
 
 class ChatWidget(anywidget.AnyWidget):
@@ -83,12 +85,11 @@ class ChatWidget(anywidget.AnyWidget):
         """
         self.question = question
         with self._working("Searching the notes…"):
-            self.kb.sync()
+            self.kb.sync(rebuild=False)
             result = self.kb.search(question, k=self.k)
-        shown = asdict(result)
-        # The page marks weak sources with the library's own verdict instead of re-deriving it in JavaScript.
-        for row, hit in zip(shown["hits"], result.hits, strict=True):
-            row["weak"] = result.weak(hit)
+        shown = result.to_dict()
+        for row in shown["hits"]:
+            row["excerpt"] = excerpt(prose(row["text"]), EXCERPT_CHARS)
         self.result = shown
         self.answer = compose_answer(result)
         return result
@@ -115,7 +116,7 @@ class ChatWidget(anywidget.AnyWidget):
             if content.get("type") == "ask":
                 self.ask(str(content.get("question", "")))
             elif content.get("type") == "add_note":
-                tags = [t.strip() for t in str(content.get("tags", "")).split(",") if t.strip()]
+                tags = parse_tags(str(content.get("tags", "")))
                 self.add_note(str(content.get("title", "")), str(content.get("body", "")), tags=tags)
         except RagError:
             pass  # already shown by _Working

@@ -60,8 +60,8 @@ def test_every_body_line_lands_in_some_chunk(embedder: SentenceTransformerEmbedd
         covered = {n for c in chunks for n in range(c.start_line, c.end_line + 1)}
         # A heading that could not share a chunk with its text lives on in the heading path each chunk of its
         # section carries and is embedded with.
-        paths = {c.heading.split(" > ")[-1] for c in chunks}
-        text = "\n".join(c.text + "\n" + c.heading for c in chunks)
+        paths = {c.heading[-1] for c in chunks if c.heading}
+        text = "\n".join(c.text + "\n" + " ".join(c.heading) for c in chunks)
         squeezed = "".join(text.split())
         for offset, line in enumerate(note.body.split("\n")):
             if line.strip():
@@ -99,19 +99,27 @@ def test_heading_paths_follow_the_document(embedder: SentenceTransformerEmbedder
     note = load_note(FIXTURES, FIXTURES / "nasty.md")
     chunks = chunks_for(note, embedder, 256)
     by_heading = {c.heading: c for c in chunks}
-    assert list(by_heading) == ["", "Top", "Top > Code", "Top > Table", "Top > Table > Deeper", "Second Top"]
-    assert by_heading[""].text.startswith("Text before any heading")
+    assert list(by_heading) == [
+        (),
+        ("Top",),
+        ("Top", "Code"),
+        ("Top", "Table"),
+        ("Top", "Table", "Deeper"),
+        ("Second Top",),
+    ]
+    assert by_heading[()].text.startswith("Text before any heading")
     # The link definition (no markdown-it token) stays with the block before it.
-    assert "a-link-definition" in by_heading["Top"].text
+    assert "a-link-definition" in by_heading[("Top",)].text
     assert all(c.title == "Nasty Note" and c.tags == ("fixture",) and c.note_id == "nasty" for c in chunks)
-    assert [c.id for c in chunks] == [f"nasty.md#{i}" for i in range(len(chunks))]
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert all(c.id.startswith("nasty.md#") for c in chunks) and len({c.id for c in chunks}) == len(chunks)
 
 
 def test_code_blocks_and_tables_stay_whole_when_they_fit(embedder: SentenceTransformerEmbedder) -> None:
     chunks = chunks_for(load_note(FIXTURES, FIXTURES / "nasty.md"), embedder, 256)
-    code = next(c for c in chunks if c.heading == "Top > Code")
+    code = next(c for c in chunks if c.heading == ("Top", "Code"))
     assert "```python" in code.text and code.text.rstrip().endswith("```")
-    table = next(c for c in chunks if c.heading == "Top > Table")
+    table = next(c for c in chunks if c.heading == ("Top", "Table"))
     assert "| king |" in table.text and "| queen |" in table.text
 
 
@@ -127,7 +135,7 @@ def test_a_long_section_is_split_with_overlap(embedder: SentenceTransformerEmbed
 def test_embedding_text_carries_title_and_heading_once(embedder: SentenceTransformerEmbedder) -> None:
     note = parse_note("e.md", b"---\ntitle: Embeddings\n---\n# Embeddings\n\n## In Practice\n\nText.")
     chunk = chunks_for(note, embedder, 256)[-1]
-    assert chunk.heading == "Embeddings > In Practice"
+    assert chunk.heading == ("Embeddings", "In Practice") and chunk.section == ("In Practice",)
     assert chunk.embedding_text.startswith("Embeddings > In Practice\n\n## In Practice")
 
 
@@ -135,5 +143,24 @@ def test_seed_style_note_chunks_cleanly(embedder: SentenceTransformerEmbedder, t
     body = "---\nid: x\ntitle: T\n---\n" + "\n\n".join(f"## Part {i}\n\nSome words here." for i in range(5))
     note = parse_note("seed.md", body.encode())
     chunks = chunks_for(note, embedder, 256)
-    assert [c.heading for c in chunks] == [f"Part {i}" for i in range(5)]
+    assert [c.heading for c in chunks] == [(f"Part {i}",) for i in range(5)]
     assert chunks[0].start_line == 5  # front matter is lines 1-4
+
+
+def test_chunk_ids_are_content_addresses(embedder: SentenceTransformerEmbedder) -> None:
+    """The same text cut the same way keeps its id wherever it moves; other settings or text give other ids, and
+    two identical pieces of one note stay distinct."""
+    body = "# Doc\n\n" + "\n\n".join(f"## Part {i}\n\nParagraph {i} is about vectors." for i in range(4))
+    before = chunks_for(parse_note("d.md", body.encode()), embedder, 64)
+    moved = "# Doc\n\nA new first paragraph.\n\n" + body.split("\n\n", 1)[1]
+    after = chunks_for(parse_note("d.md", moved.encode()), embedder, 64)
+    same_text = [c for c in before if any((a.heading, a.text) == (c.heading, c.text) for a in after)]
+    kept = {c.id for c in before} & {c.id for c in after}
+    assert len(same_text) >= 4 and kept == {c.id for c in same_text}
+    moved_lines = {c.id: c.start_line for c in after}
+    assert all(moved_lines[c.id] > c.start_line for c in same_text)
+    other = chunks_for(parse_note("d.md", body.encode()), embedder, 96)
+    assert not {c.id for c in other} & {c.id for c in before}
+    twice = parse_note("t.md", b"## Same\n\nSame words.\n\n## Same\n\nSame words.")
+    ids = [c.id for c in chunks_for(twice, embedder, 64)]
+    assert len(ids) == 2 and len(set(ids)) == 2

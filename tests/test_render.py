@@ -9,24 +9,11 @@ import sys
 
 import pytest
 
-from rag.render import excerpt, hits_table, location, prose, result_html, score_bar, section
-from rag.retrieve import Hit, SearchResult, judge
+from rag.chunk import section
+from rag.render import excerpt, hits_table, prose, result_html, score_bar
+from rag.retrieve import SearchResult, judge
 
-
-def make_hit(score: float = 0.5, **changes: object) -> Hit:
-    values: dict[str, object] = {
-        "score": score,
-        "text": "Cosine similarity compares directions.",
-        "source": "cosine-similarity.md",
-        "title": "Cosine Similarity",
-        "heading": "Cosine Similarity > Definition",
-        "start_line": 3,
-        "end_line": 9,
-        "tags": ["math"],
-        "id": "cosine-similarity.md#0",
-    }
-    values.update(changes)
-    return Hit(**values)  # type: ignore[arg-type]
+from .factories import make_chunk, make_hit
 
 
 @pytest.mark.parametrize(
@@ -40,7 +27,9 @@ def test_score_bar_is_as_wide_as_the_score_and_shows_the_number(score: float, wi
 
 @pytest.mark.parametrize(("start", "end", "expected"), [(3, 9, "a.md:3-9"), (4, 4, "a.md:4"), (1, 0, "a.md:1")])
 def test_location_names_the_line_range(start: int, end: int, expected: str) -> None:
-    assert location(make_hit(source="a.md", start_line=start, end_line=end)) == expected
+    chunk = make_chunk(source="a.md", start_line=start, end_line=end)
+    assert chunk.location == expected
+    assert make_hit(source="a.md", start_line=start, end_line=end).to_dict()["location"] == expected
 
 
 def test_excerpt_cuts_long_text_at_a_word_with_an_ellipsis() -> None:
@@ -57,7 +46,7 @@ def test_everything_from_a_note_is_escaped() -> None:
         text='<img src=x onerror="alert(2)">',
         source='evil"<u>.md',
     )
-    html = result_html(SearchResult(question="<u>why</u>?", confident=True, hits=[hit]))
+    html = result_html(SearchResult(question="<u>why</u>?", confident=True, hits=[hit]).to_dict())
     for raw in ("<script>", "<img", "<i>", "<u>"):
         assert raw not in html
     escaped_forms = ("&lt;script&gt;", "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;", "A &amp; B", "&lt;u&gt;why")
@@ -67,7 +56,7 @@ def test_everything_from_a_note_is_escaped() -> None:
 
 def test_result_html_lists_every_hit_with_score_title_heading_and_location() -> None:
     hits = [make_hit(0.71), make_hit(0.42, title="GloVe", heading="", source="glove.md", start_line=1, end_line=5)]
-    html = result_html(SearchResult(question="q", confident=True, hits=hits))
+    html = result_html(SearchResult(question="q", confident=True, hits=hits).to_dict())
     assert re.findall(r"<code>(\d\.\d{3})</code>", html) == ["0.710", "0.420"]
     assert '<div style="color:#555">Definition</div>' in html and "cosine-similarity.md:3-9" in html
     assert "glove.md:1-5" in html and "GloVe" in html
@@ -75,23 +64,27 @@ def test_result_html_lists_every_hit_with_score_title_heading_and_location() -> 
 
 
 def test_result_html_gives_the_reason_and_the_percentiles() -> None:
-    hits = [dataclasses.replace(make_hit(0.52), percentile=63.5)]
+    hits = [make_hit(0.52, percentile=63.5)]
     verdict = judge(hits, calibrated=True, score_bar=0.4, percentile_bar=95.0)
-    html = result_html(dataclasses.replace(verdict, question="q", hits=hits))
+    html = result_html(dataclasses.replace(verdict, question="q", hits=hits).to_dict())
+    assert "weak" in html
     assert "No confident match: the best score, 0.52, beats only 63.5% of pairs of unrelated chunks" in html
     assert re.search(r"<code>0\.520</code> <span title=\"percentile: [^\"]+\" style=\"color:#555\">p63\.5</span>", html)
 
 
 def test_result_html_says_when_nothing_matches_or_nothing_is_confident() -> None:
-    assert "No matching chunks" in result_html(SearchResult(question="q", confident=False, hits=[]))
-    assert "No confident match" in result_html(SearchResult(question="q", confident=False, hits=[make_hit(0.1)]))
+    nothing = SearchResult(question="q", confident=False, hits=[])
+    assert "No matching chunks" in result_html(nothing.to_dict())
+    weak = SearchResult(question="q", confident=False, hits=[make_hit(0.1)])
+    assert "No confident match" in result_html(weak.to_dict())
 
 
 def test_results_and_hits_display_themselves_as_html() -> None:
     hit = make_hit()
     result = SearchResult(question="q", confident=True, hits=[hit])
-    assert result._repr_html_() == result_html(result)
-    assert hit._repr_html_() == hits_table([hit])
+    assert result._repr_html_() == result_html(result.to_dict())
+    assert hit._repr_html_() == hits_table([hit.to_dict()])
+    assert "Cosine Similarity" in hit._repr_html_() and "0.500" in hit._repr_html_()
 
 
 def test_the_library_never_imports_the_ui() -> None:
@@ -109,11 +102,13 @@ def test_the_library_never_imports_the_ui() -> None:
     ],
 )
 def test_section_drops_the_title_from_the_heading_path(title: str, heading: str, expected: str) -> None:
-    assert section(make_hit(title=title, heading=heading)) == expected
+    path = tuple(h for h in heading.split(" > ") if h)
+    assert " > ".join(section(title, path)) == expected
+    assert make_hit(title=title, heading=heading).to_dict()["section"] == expected
 
 
 def test_prose_drops_leading_heading_lines_only() -> None:
     assert prose("# T\n\n## Part\nText\n# not leading") == "Text\n# not leading"
     assert prose("# Only a heading") == "# Only a heading"
-    html = hits_table([make_hit(text="# Cosine\n\nBody text.")])
+    html = hits_table([make_hit(text="# Cosine\n\nBody text.").to_dict()])
     assert "Body text." in html and "# Cosine" not in html

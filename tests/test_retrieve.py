@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from rag.config import Config
@@ -30,7 +28,7 @@ def kb(indexed_config: Config, embedder: SentenceTransformerEmbedder) -> Knowled
 )
 def test_the_right_note_ranks_first(kb: KnowledgeBase, question: str, source: str) -> None:
     result = kb.search(question, k=5)
-    assert result.hits[0].source == source
+    assert result.hits[0].chunk.source == source
 
 
 def test_scores_are_cosine_similarities_sorted_best_first(
@@ -46,16 +44,25 @@ def test_scores_are_cosine_similarities_sorted_best_first(
     # The score is exactly the cosine between the question's and the chunk's embedding texts.
     chunks = {c.id: c for c in kb.store.iter_chunks(with_text=True)}
     top = result.hits[0]
-    stored = chunks[top.id]
-    from rag.chunk import context_line
-
-    vectors = embedder.embed_batch([question, context_line(stored.title, stored.heading) + "\n\n" + stored.text])
+    stored = chunks[top.chunk.id]
+    assert stored == top.chunk
+    vectors = embedder.embed_batch([question, stored.embedding_text])
     assert top.score == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-3)
 
 
 def test_hits_carry_their_metadata(kb: KnowledgeBase) -> None:
     hit = kb.search("cosine similarity", k=1).hits[0]
-    assert set(dataclasses.asdict(hit)) >= {
+    row = kb.search("cosine similarity", k=1).to_dict()["hits"][0]
+    # The JSON contract of `ask --json`: the old fields stay, new ones are added beside them.
+    assert set(row) >= {
+        "id",
+        "keyword_score",
+        "rank_score",
+        "percentile",
+        "location",
+        "section",
+        "heading_path",
+        "weak",
         "score",
         "text",
         "source",
@@ -65,10 +72,15 @@ def test_hits_carry_their_metadata(kb: KnowledgeBase) -> None:
         "end_line",
         "tags",
     }
-    lines = (kb.config.knowledge_dir / hit.source).read_text().split("\n")
+    chunk = hit.chunk
+    assert row["heading"] == " > ".join(chunk.heading) and row["heading_path"] == list(chunk.heading)
+    assert (
+        row["location"] == f"{chunk.source}:{chunk.start_line}-{chunk.end_line}" or chunk.start_line == chunk.end_line
+    )
+    lines = (kb.config.knowledge_dir / chunk.source).read_text().split("\n")
     # The first line of the text stands at start_line (whole, or its first words when a long line was cut).
-    assert hit.text.split("\n")[0].strip() in lines[hit.start_line - 1]
-    assert hit.title == "Cosine Similarity and Other Distances" and "similarity" in hit.tags
+    assert chunk.text.split("\n")[0].strip() in lines[chunk.start_line - 1]
+    assert chunk.title == "Cosine Similarity and Other Distances" and "similarity" in chunk.tags
 
 
 def test_min_score_filters_but_confidence_judges_the_best(kb: KnowledgeBase) -> None:
@@ -90,5 +102,8 @@ def test_empty_question_is_a_clear_error(kb: KnowledgeBase, question: str) -> No
 
 
 def test_opening_a_missing_index_says_what_to_run(tmp_path) -> None:
+    assert Store.active(db_dir=tmp_path / "none") is None
+    kb = KnowledgeBase(Config(knowledge_dir=tmp_path, db_dir=tmp_path / "none"))
     with pytest.raises(StoreError, match="python -m rag index"):
-        Store.open(db_dir=tmp_path / "none", model="m", chunker="1", create=False)
+        kb.search("anything")
+    assert not (tmp_path / "none").exists(), "a read must not create the store"

@@ -15,13 +15,15 @@ from demo.format import (
     format_notice,
     format_sources,
     format_status,
-    parse_tags,
     pick_passages,
-    render_chunk,
+    plain_html,
+    render_markdown,
     score_bar_width,
     split_sentences,
 )
 from rag.retrieve import Hit, SearchResult, judge
+
+from .factories import make_hit
 
 PAYLOAD = '<script>window.__xss = 1</script> and <img src=x onerror="window.__xss = 2">'
 
@@ -35,18 +37,7 @@ def hit(
     heading: str = "Alpha",
     percentile: float | None = None,
 ) -> Hit:
-    return Hit(
-        score=score,
-        text=text,
-        source=source,
-        title=title,
-        heading=heading,
-        start_line=3,
-        end_line=9,
-        tags=["t1"],
-        id=f"{source}#0",
-        percentile=percentile,
-    )
+    return make_hit(score, text=text, source=source, title=title, heading=heading, tags=["t1"], percentile=percentile)
 
 
 def result(*hits: Hit, confident: bool = True, question: str = "how do cats sleep") -> SearchResult:
@@ -97,7 +88,7 @@ def test_compose_answer_marks_passages_and_lists_sources_with_scores() -> None:
     text = compose_answer(r, pick_passages(r))
     assert "Cats sleep sixteen hours every single day. [1]" in text
     assert "1. `0.81` **Alpha** — `a.md:3-9`" in text
-    assert "2. `0.55` **Beta** › Naps — `b.md:3-9`" in text
+    assert "2. `0.55` **Beta &gt; Naps** — `b.md:3-9`" in text
     assert "No confident match" not in text
 
 
@@ -135,6 +126,10 @@ def test_escape_markdown_html_leaves_code_spans_alone() -> None:
     assert escape_markdown_html("a < b and `x < y` & <i>") == "a &lt; b and `x < y` &amp; &lt;i&gt;"
 
 
+def test_plain_html_shows_text_as_typed() -> None:
+    assert plain_html("a \\`<img src=x onerror=alert(1)>` b") == "<p>a \\`&lt;img src=x onerror=alert(1)&gt;` b</p>"
+
+
 @pytest.mark.parametrize(
     ("markdown", "expected"),
     [
@@ -145,8 +140,8 @@ def test_escape_markdown_html_leaves_code_spans_alone() -> None:
         ("[x](javascript:alert(1))", "[x](javascript:alert(1))"),
     ],
 )
-def test_render_chunk_renders_markdown_but_never_raw_html(markdown: str, expected: str) -> None:
-    rendered = render_chunk(markdown)
+def test_render_markdown_renders_markdown_but_never_raw_html(markdown: str, expected: str) -> None:
+    rendered = render_markdown(markdown)
     assert expected in rendered
     assert "<script" not in rendered and "<img" not in rendered and 'href="javascript' not in rendered
 
@@ -163,7 +158,7 @@ def test_source_cards_show_score_bar_title_heading_location_and_chunk() -> None:
     )
     assert 'style="width:73%"' in html_text
     assert '<div class="rag-title">Alpha</div>' in html_text
-    assert '<div class="rag-heading">Part › Sub</div>' in html_text
+    assert '<div class="rag-heading">Part &gt; Sub</div>' in html_text
     assert "a.md:3-9" in html_text
     assert "<details" in html_text and "<strong>bold</strong>" in html_text
     assert "rag-weak" not in html_text and "cosine similarity between your question and the chunk" in html_text
@@ -225,6 +220,5 @@ def test_answer_note_keeps_question_answer_and_sources() -> None:
     assert "1. Alpha — `a.md:3-9` (similarity 0.81)" in body
 
 
-def test_parse_tags_and_notice() -> None:
-    assert parse_tags("a, b  #c,a") == ["a", "b", "c"]
+def test_notice_escapes_its_message() -> None:
     assert format_notice("bad <x>", ok=False) == '<p class="rag-error" role="alert">bad &lt;x&gt;</p>'

@@ -11,33 +11,6 @@ function node(tag, attrs = {}, children = []) {
   return el;
 }
 
-function location(hit) {
-  const end = hit.end_line && hit.end_line !== hit.start_line ? `-${hit.end_line}` : "";
-  return `${hit.source}:${hit.start_line}${end}`;
-}
-
-// The heading path without the note's title, which is shown beside it anyway.
-function section(hit) {
-  const bare = (s) => s.trim().replace(/^[ ?!.]+|[ ?!.]+$/g, "").toLowerCase();
-  const title = bare(hit.title || "");
-  return (hit.heading || "").split(" > ").filter((h) => h.trim() && bare(h) !== title).join(" > ");
-}
-
-// The chunk's text without its leading heading lines, which repeat the title and heading path.
-function prose(text) {
-  const lines = (text || "").trim().split("\n");
-  while (lines.length > 1 && (lines[0].startsWith("#") || !lines[0].trim())) lines.shift();
-  return lines.join("\n");
-}
-
-function excerpt(text, limit = 280) {
-  const clean = prose(text);
-  if (clean.length <= limit) return clean;
-  const cut = clean.slice(0, limit);
-  const space = cut.lastIndexOf(" ");
-  return (space > limit / 2 ? cut.slice(0, space) : cut) + " …";
-}
-
 function source(hit, rank) {
   const width = Math.max(0, Math.min(1, Number(hit.score) || 0)) * 100;
   const bar = node("div", { class: "ragchat-bar", title: `cosine similarity ${hit.score}` }, [
@@ -57,11 +30,11 @@ function source(hit, rank) {
     node("b", { "data-role": "title", text: hit.title || hit.source }),
   ]);
   const meta = [];
-  const path = section(hit);
-  if (path) meta.push(node("div", { class: "ragchat-heading", "data-role": "heading", text: path }));
-  meta.push(node("code", { class: "ragchat-location", "data-role": "location", text: location(hit) }));
+  // The kernel sends every field formatted by the library (section, location, excerpt): nothing is re-derived here.
+  if (hit.section) meta.push(node("div", { class: "ragchat-heading", "data-role": "heading", text: hit.section }));
+  meta.push(node("code", { class: "ragchat-location", "data-role": "location", text: hit.location }));
   if (hit.tags && hit.tags.length) meta.push(node("span", { class: "ragchat-tags", text: `  #${hit.tags.join(" #")}` }));
-  const text = node("div", { class: "ragchat-text", text: excerpt(hit.text) });
+  const text = node("div", { class: "ragchat-text", text: hit.excerpt });
   return node("li", { class: "ragchat-source", "data-role": "source" }, [score, head, ...meta, text]);
 }
 
