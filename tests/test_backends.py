@@ -25,8 +25,6 @@ from rag.store import Store
 
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
 
-pytestmark = pytest.mark.slow
-
 NOTES = ["cosine-similarity.md", "glove.md", "word2vec.md"]
 
 
@@ -68,6 +66,7 @@ def stored_chunks(store: Store) -> dict[str, str]:
     return {c.id: c.text for c in chunks}
 
 
+@pytest.mark.slow
 def test_store_round_trip(
     tmp_path: Path, backend: str | None, collection_name: str, embedder, small_knowledge: Path
 ) -> None:
@@ -103,6 +102,7 @@ def test_store_round_trip(
     assert store.count() == 0
 
 
+@pytest.mark.slow
 def test_store_rebuilds_for_another_model_and_refuses_missing(
     tmp_path: Path, backend: str | None, collection_name: str, embedder
 ) -> None:
@@ -119,6 +119,7 @@ def test_store_rebuilds_for_another_model_and_refuses_missing(
     assert reason is not None and "model changed" in reason
 
 
+@pytest.mark.slow
 def test_sync_is_incremental_and_equals_clean_build(kb: KnowledgeBase, small_knowledge: Path, embedder) -> None:
     first = kb.sync()
     assert (first.added, first.updated, first.removed) == (3, 0, 0)
@@ -139,6 +140,7 @@ def test_sync_is_incremental_and_equals_clean_build(kb: KnowledgeBase, small_kno
     assert states == {"cosine-similarity.md": "indexed", "fresh.md": "indexed", "glove.md": "indexed"}
 
 
+@pytest.mark.slow
 def test_search_finds_the_right_note(kb: KnowledgeBase) -> None:
     kb.sync()
     result = kb.search("How is cosine similarity computed from the dot product?", k=3)
@@ -148,6 +150,7 @@ def test_search_finds_the_right_note(kb: KnowledgeBase) -> None:
     assert all(-1.0 <= h.score <= 1.0 for h in result.hits)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, small_knowledge: Path, backend: str | None, collection_name: str
 ) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._process import child_env
 from bench.beir import load_beir, take_slice, write_notes
 from rag.load import load_note
 
@@ -38,13 +39,14 @@ def test_missing_qrels_file_is_named() -> None:
 
 
 @pytest.mark.slow
-def test_retrieval_benchmark_smoke_run(tmp_path: Path) -> None:
+def test_retrieval_benchmark_smoke_run(tmp_path: Path, rag_cache_dir: Path) -> None:
     out = tmp_path / "result.json"
     args = ["--data", str(TINY), "--limit", "4", "--distractors", "8", "--workdir", str(tmp_path / "work")]
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "retrieval.py"), *args, "--json-out", str(out), "--encoders", "fp32"],
         capture_output=True,
         text=True,
+        env=child_env(cache_dir=rag_cache_dir),
         timeout=1500,
     )
     assert done.returncode == 0, done.stderr
@@ -62,12 +64,13 @@ def test_retrieval_benchmark_smoke_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_calibration_benchmark_smoke_run(tmp_path: Path) -> None:
+def test_calibration_benchmark_smoke_run(tmp_path: Path, rag_cache_dir: Path) -> None:
     out = tmp_path / "calibration.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "calibration.py"), "--data", str(TINY), "--json-out", str(out)],
         capture_output=True,
         text=True,
+        env=child_env(cache_dir=rag_cache_dir),
         timeout=1500,
     )
     assert done.returncode == 0, done.stderr

@@ -56,7 +56,7 @@ def scores_in(html: str) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> nbformat.NotebookNode:
+def executed(tmp_path_factory: pytest.TempPathFactory, rag_cache_dir: Path) -> nbformat.NotebookNode:
     """The example notebook run over a copy of the starter notes, with its index in a temporary folder."""
     import shutil
 
@@ -66,6 +66,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> nbformat.NotebookNode:
         for key, value in {
             "RAG_KNOWLEDGE_DIR": str(base / "knowledge"),
             "RAG_DB_DIR": str(base / "db"),
+            "RAG_CACHE_DIR": str(rag_cache_dir),  # the kernel's ONNX export, kept out of ~/.cache/rag
             "HF_HUB_OFFLINE": "1",
             "GRADIO_ANALYTICS_ENABLED": "False",
         }.items():
