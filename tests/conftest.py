@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -78,7 +79,8 @@ def rag_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `chroma run` server on a free loopback port for the whole session; yields its URL."""
-    chroma = shutil.which("chroma")
+    # The venv's own `chroma` first: `make test` runs .venv/bin/python without putting .venv/bin on PATH.
+    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
     if chroma is None:
         pytest.fail("the `chroma` command (installed with chromadb) is not on PATH; run `make install`")
     folder = tmp_path_factory.mktemp("chroma-server")
