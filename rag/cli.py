@@ -52,7 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--text", help="the Markdown body (read from stdin when absent)")
     add.add_argument("--name", help="file name inside the knowledge folder (default: from the title)")
 
-    commands.add_parser("status", parents=[common], help="per-file index state, totals, model and database")
+    status = commands.add_parser("status", parents=[common], help="per-file index state, totals, model and database")
+    status.add_argument(
+        "--verify", action="store_true", help="ask vector search for each stored chunk by its own vector"
+    )
+    status.add_argument(
+        "--repair", action="store_true", help="with --verify: rebuild the search graph when chunks are unreachable"
+    )
+    status.add_argument(
+        "--sample", type=int, default=5000, metavar="N", help="verify a random N chunks of a larger index (5000)"
+    )
     return parser
 
 
@@ -156,10 +165,19 @@ def _add_note(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: T
 
 
 def _status(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
+    if args.repair and not args.verify:
+        print("error: --repair goes with --verify", file=sys.stderr)
+        return 2
+    if args.sample < 1:
+        print("error: --sample must be at least 1", file=sys.stderr)
+        return 2
     status = kb.status()
+    check = None
+    if args.verify:
+        check = kb.repair(sample=args.sample) if args.repair else kb.verify(sample=args.sample)
     if args.json:
-        _print_json(asdict(status), out)
-        return 0
+        _print_json({**asdict(status), **({"verify": asdict(check)} if check is not None else {})}, out)
+        return 0 if check is None or not (check.after or check).unreachable else 1
     for f in status.files:
         detail = f" ({f.reason})" if f.reason else ""
         print(f"{f.state:<8} {f.path}  {f.chunks} chunks{detail}", file=out)
@@ -173,6 +191,13 @@ def _status(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
         print(str(status.rebuild), file=out)
     if status.mismatch:
         print(f"warning: {status.mismatch}", file=out)
+    if check is not None:
+        print(str(check), file=out)
+        for chunk_id in check.unreachable[:20]:
+            print(f"  unreachable: {chunk_id}", file=out)
+        if check.unreachable and check.after is None:
+            print("run `python -m rag status --verify --repair` to rebuild the search graph", file=out)
+        return 1 if (check.after or check).unreachable else 0
     return 0
 
 

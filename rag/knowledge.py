@@ -46,6 +46,26 @@ class Rebuild:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """A self-check of vector search: stored chunks asked for by their own vectors, and those it never returned."""
+
+    checked: int
+    total: int
+    unreachable: list[str]
+    # Whether a random sample was checked rather than every chunk (the index held more than the sample size).
+    sampled: bool
+    # After `--repair`: the check of the repaired index (None when no repair ran).
+    after: Verification | None = None
+
+    def __str__(self) -> str:
+        what = f"a random sample of {self.checked} of {self.total}" if self.sampled else f"all {self.total}"
+        text = f"verified {what} chunks by their own vectors: {len(self.unreachable)} unreachable"
+        if self.after is not None:
+            text += f"; after repair: {len(self.after.unreachable)} unreachable of {self.after.checked} checked"
+        return text
+
+
+@dataclass(frozen=True)
 class Status:
     """The index at a glance: per-file standing, totals, the model and where the store lives."""
 
@@ -311,6 +331,33 @@ class KnowledgeBase:
             mismatch=self.mismatch(),
             rebuild=self._rebuild_progress(store),
         )
+
+    def verify(self, *, sample: int = 5000, seed: int = 0) -> Verification:
+        """Ask vector search for every stored chunk (a random `sample` of them in a larger index) by its own vector
+        and report the ones it does not return. Reads only."""
+        import random
+
+        store = self.store
+        ids = [c.id for c in store.iter_chunks()]
+        chosen = ids if len(ids) <= sample else random.Random(seed).sample(ids, sample)
+        return Verification(len(chosen), len(ids), store.unreachable(chosen), len(chosen) < len(ids))
+
+    def repair(self, *, sample: int = 5000, wait: float | None = None) -> Verification:
+        """Verify, and when some chunks are unreachable, copy the index into a new generation (stored vectors, no
+        model call) whose search graph is built afresh, switch to it, and verify again.
+
+        Raises:
+            IndexLockedError: another process kept the store locked for `wait` seconds.
+        """
+        found = self.verify(sample=sample)
+        if not found.unreachable:
+            return found
+        with self._lock, self._process_lock(self.config.lock_wait if wait is None else wait):
+            old = self.store
+            self._serving = old.copy_to_new_generation()
+            shutil.rmtree(self._derived_dir(old.name), ignore_errors=True)
+        after = self.verify(sample=sample)
+        return replace(found, after=after)
 
     def _rebuild_progress(self, store: Store) -> Rebuild | None:
         building = store.pending_rebuild()

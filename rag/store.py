@@ -175,6 +175,51 @@ class Store:
             self.client.delete_collection(other)
         return dropped
 
+    def unreachable(self, ids: Sequence[str], *, batch: int = 200) -> list[str]:
+        """Those of `ids` that vector search does not return even for their own stored vector.
+
+        Chroma can keep a record that `get` returns while its nearest-neighbour graph never reaches it (seen after
+        many deletes and re-adds, chroma-core/chroma#7758); such a chunk is invisible to dense search.
+        """
+        missing: list[str] = []
+        depth = min(10, self.count())
+        for start in range(0, len(ids), batch):
+            page = self.collection.get(ids=list(ids[start : start + batch]), include=["embeddings"])
+            if not page["ids"]:
+                continue
+            found = self.collection.query(
+                query_embeddings=np.asarray(page["embeddings"], dtype=np.float32), n_results=depth, include=[]
+            )
+            missing.extend(i for i, near in zip(page["ids"], found["ids"], strict=True) if i not in near)
+        return missing
+
+    def copy_to_new_generation(self) -> Store:
+        """A new generation holding exactly this one's records (ids, vectors, texts, metadata), made active; its
+        nearest-neighbour graph is built afresh, which makes every record reachable again. No model is needed."""
+        generations = _generations(self.client, self.index, self.location)
+        number = max(g.number for g in generations) + 1
+        collection = self.client.create_collection(
+            f"{self.index}--{number}",
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata=_generation_meta(self.build, number, ready=False),
+            embedding_function=None,
+        )
+        offset = 0
+        while True:
+            page = self.collection.get(limit=_PAGE, offset=offset, include=["embeddings", "documents", "metadatas"])
+            if not page["ids"]:
+                break
+            collection.add(
+                ids=page["ids"],
+                embeddings=np.asarray(page["embeddings"], dtype=np.float32),
+                documents=page["documents"],
+                metadatas=page["metadatas"],
+            )
+            offset += len(page["ids"])
+        copy = Store(self.client, collection, location=self.location, index=self.index)
+        copy.activate()
+        return copy
+
     def pending_rebuild(self) -> Store | None:
         """A generation of this index being built beside this one (the newest), or None."""
         building = [g for g in _generations(self.client, self.index, self.location) if not g.ready]

@@ -149,3 +149,41 @@ def test_a_killed_rebuild_leaves_the_old_index_answering_and_the_next_one_resume
     clean.sync()
     done = KnowledgeBase(config.replace(chunk_tokens=96), embedder=embedder)
     assert {k: v[:2] for k, v in snapshot(done.store).items()} == {k: v[:2] for k, v in snapshot(clean.store).items()}
+
+
+def test_verify_finds_every_chunk_and_a_repair_copy_keeps_every_record(
+    tmp_path: Path, indexed_config: Config, embedder: SentenceTransformerEmbedder, rag_cache_dir: Path
+) -> None:
+    env = {**os.environ, "RAG_CACHE_DIR": str(rag_cache_dir), "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "rag", "status", "--knowledge", str(indexed_config.knowledge_dir)]
+    argv += ["--db", str(indexed_config.db_dir), "--json", "--verify"]
+    run = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    import json
+
+    check = json.loads(run.stdout)["verify"]
+    assert check["unreachable"] == [] and check["checked"] == check["total"] > 100 and not check["sampled"]
+    sampled = subprocess.run([*argv, "--sample", "10"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert json.loads(sampled.stdout)["verify"] | {"total": 0} == {
+        "checked": 10,
+        "total": 0,
+        "unreachable": [],
+        "sampled": True,
+        "after": None,
+    }
+    bad = subprocess.run([*argv[:-1], "--repair"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--repair goes with --verify" in bad.stderr
+
+    kb = KnowledgeBase(indexed_config, embedder=embedder)
+    old = kb.store
+    records = old.collection.get(include=["embeddings", "documents", "metadatas"])
+    copy = old.copy_to_new_generation()
+    assert Store.active(db_dir=indexed_config.db_dir).name == copy.name != old.name
+    again = copy.collection.get(ids=records["ids"], include=["embeddings", "documents", "metadatas"])
+    assert again["ids"] == records["ids"] and again["documents"] == records["documents"]
+    assert again["metadatas"] == records["metadatas"]
+    diff = abs(again["embeddings"] - records["embeddings"]).max()
+    assert diff < 1e-6, diff
+    fresh = KnowledgeBase(indexed_config, embedder=embedder)
+    assert fresh.verify().unreachable == [] and fresh.sync().embedded == 0
+    assert fresh.search("what is cosine similarity?", k=1).hits[0].chunk.source == "cosine-similarity.md"
