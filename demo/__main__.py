@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="login for the chat and the API (RAG_AUTH)")
     parser.add_argument(
+        "--allowed-hosts",
+        metavar="NAMES",
+        help="comma-separated host names the chat answers to besides its address and localhost, e.g. "
+        "mybox.local,chat.example.org:8443 (RAG_ALLOWED_HOSTS)",
+    )
+    parser.add_argument(
         "--read-only", action="store_true", default=None, help="hide and refuse note writing (RAG_READ_ONLY)"
     )
     parser.add_argument(
@@ -62,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             chroma_url=args.chroma_url,
             read_only=args.read_only,
         )
-        settings = ServerSettings.from_env().replace(host=args.host, port=args.port, auth=args.auth)
+        settings = ServerSettings.from_env().replace(
+            host=args.host, port=args.port, auth=args.auth, allowed_hosts=args.allowed_hosts
+        )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kb,
         read_only=config.read_only,
         auth=settings.auth,
+        allowed_hosts=settings.allowed_hosts,
         watcher=watcher,
     )
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -114,6 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"chat at http://{shown}:{settings.port}{mode}; watching {config.knowledge_dir}; Ctrl+C stops", file=sys.stderr
     )
+    if not is_loopback(settings.host):
+        names = ", ".join(settings.allowed_hosts) or "none yet"
+        print(
+            "it answers to this machine's addresses and localhost; names of this machine it should answer to "
+            f"(for example mybox.local) go in --allowed-hosts (now: {names})",
+            file=sys.stderr,
+        )
     with watcher:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0

@@ -22,17 +22,17 @@ from demo.format import (
     Passage,
     answer_note,
     compose_answer,
-    escape_markdown_html,
     format_notice,
     format_sources,
     format_status,
-    parse_tags,
     pick_passages,
-    render_chunk,
+    plain_html,
+    render_markdown,
 )
 from demo.watch import FolderWatcher
 from rag.errors import NoteWriteError, RagError
 from rag.knowledge import KnowledgeBase
+from rag.load import parse_tags
 from rag.retrieve import SearchResult
 from rag.write import NewNote
 
@@ -44,16 +44,21 @@ __all__ = [
     "answer_note",
     "build_app",
     "compose_answer",
-    "escape_markdown_html",
     "format_sources",
     "format_status",
     "index_status",
     "pick_passages",
-    "render_chunk",
+    "render_markdown",
     "theme",
 ]
 
 TITLE = "Knowledge chat"
+
+# Bounds every front end of the chat applies (the page, the Gradio API, the JSON API).
+MAX_K = 50
+MAX_TITLE_CHARS = 200
+MAX_TAGS = 20
+MAX_TAG_CHARS = 50
 
 # Example questions for the bundled notes, shown only when the note they ask about is in the folder.
 EXAMPLES = [
@@ -74,7 +79,7 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         """The search JSON (`python -m rag ask --json`) plus `answer` and `passages`."""
-        data = asdict(self.result)
+        data = self.result.to_dict()
         data["answer"] = self.markdown
         data["passages"] = [asdict(p) for p in self.passages]
         return data
@@ -103,10 +108,11 @@ class ChatService:
         """Write a note and index it before returning, so the next question finds it.
 
         Raises:
-            NoteWriteError: read-only, bad title, name taken, too large or empty.
+            NoteWriteError: read-only, bad or long title, too many or long tags, name taken, too large or empty.
         """
         if self.read_only:
             raise NoteWriteError("this chat is read-only; restart it without --read-only to add notes")
+        check_note_fields(title, tags)
         note = self.kb.add_note(title, body, tags=tags, name=name, sync=False)
         self.watcher.sync()
         return note
@@ -127,6 +133,38 @@ class ChatService:
         # The model's vectors are unit length, so a dot product is their cosine similarity.
         vectors = self.kb.embedder.embed_batch([question, *sentences])
         return [float(x) for x in np.asarray(vectors[1:]) @ np.asarray(vectors[0])]
+
+
+def bounded_k(k: Any) -> int:
+    """`k` (how many sources) as a whole number from 1 to `MAX_K`.
+
+    Raises:
+        ValueError: anything else, with a message naming the range.
+    """
+    try:
+        number = float(k)
+    except (TypeError, ValueError, OverflowError):
+        number = float("nan")
+    if isinstance(k, bool) or not number.is_integer() or not 1 <= number <= MAX_K:
+        raise ValueError(f"k={k!r} is out of range; ask for 1 to {MAX_K} sources")
+    return int(number)
+
+
+def check_note_fields(title: str, tags: Sequence[str]) -> None:
+    """Refuse a title or tags past the chat's bounds (the body is bounded by `Config.max_note_bytes`).
+
+    Raises:
+        NoteWriteError: the title is too long, or there are too many tags, or one is too long.
+    """
+    length = len(" ".join((title or "").split()))
+    if length > MAX_TITLE_CHARS:
+        raise NoteWriteError(f"the title has {length} characters; shorten it to {MAX_TITLE_CHARS} or fewer")
+    tags = [t.strip() for t in tags if t and t.strip()]
+    if len(tags) > MAX_TAGS:
+        raise NoteWriteError(f"the note has {len(tags)} tags; keep it to {MAX_TAGS} or fewer")
+    for tag in tags:
+        if len(tag) > MAX_TAG_CHARS:
+            raise NoteWriteError(f"the tag {tag[:30]!r}... is over {MAX_TAG_CHARS} characters; shorten it")
 
 
 def index_status(kb: KnowledgeBase, watcher: FolderWatcher, *, read_only: bool = False) -> dict[str, Any]:
@@ -385,13 +423,13 @@ class ChatEvents:
         question = (question or "").strip()
         if not question:
             return history, gr.skip(), "", gr.skip()
-        history = list(history or []) + [{"role": "user", "content": escape_markdown_html(question)}]
+        history = list(history or []) + [{"role": "user", "content": plain_html(question)}]
         try:
-            answer = service.ask(question, k=int(k), min_score=min_score if min_score > 0 else None)
-        except RagError as exc:
-            history.append({"role": "assistant", "content": "**Could not answer:** " + escape_markdown_html(str(exc))})
+            answer = service.ask(question, k=bounded_k(k), min_score=min_score if min_score > 0 else None)
+        except (RagError, ValueError) as exc:
+            history.append({"role": "assistant", "content": plain_html("Could not answer: " + str(exc))})
             return history, gr.skip(), "", None
-        history.append({"role": "assistant", "content": answer.markdown})
+        history.append({"role": "assistant", "content": render_markdown(answer.markdown)})
         return history, format_sources(answer.result), "", answer
 
     def on_save_answer(self, answer: Answer | None) -> str:
@@ -461,7 +499,7 @@ def add_named_endpoints(service: ChatService) -> None:
     def ask_api(question: str, k: int = 5, min_score: float | None = None) -> dict[str, Any]:
         """Answer a question from the notes: the search JSON of `python -m rag ask --json` plus `answer`."""
         try:
-            return service.ask(question, k=int(k), min_score=min_score).to_dict()
+            return service.ask(question, k=bounded_k(k), min_score=min_score).to_dict()
         except (RagError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
 
