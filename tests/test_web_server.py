@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import httpx
 import pytest
 from gradio_client import Client
 
+from bench._process import answers, child_env, free_port, serve
 from demo.server import create_server
 from rag.knowledge import KnowledgeBase
 
@@ -24,7 +24,7 @@ HIT_KEYS = {"score", "text", "source", "title", "heading", "start_line", "end_li
 
 def test_search_api_returns_the_cli_json_shape(live_chat: LiveChat) -> None:
     data = live_chat.search("what does cosine similarity measure", k=3)
-    expected = asdict(live_chat.kb.search("what does cosine similarity measure", k=3))
+    expected = live_chat.kb.search("what does cosine similarity measure", k=3).to_dict()
     assert set(data) == {"question", "confident", "hits", "reason", "confident_by", "confident_at"}
     assert data["reason"] == expected["reason"] and data["confident_by"] == "percentile"
     assert [h["id"] for h in data["hits"]] == [h["id"] for h in expected["hits"]]
@@ -45,7 +45,12 @@ def test_search_api_applies_min_score(live_chat: LiveChat) -> None:
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"q": "  "}, "question is empty"), ({"q": "x", "k": 0}, "k=0 is out of range"), ({"q": "x", "k": "many"}, "k")],
+    [
+        ({"q": "  "}, "question is empty"),
+        ({"q": "x", "k": 0}, "k=0 is out of range"),
+        ({"q": "x", "k": 51}, "k=51 is out of range"),
+        ({"q": "x", "k": "many"}, "k"),
+    ],
 )
 def test_search_api_rejects_bad_input_with_a_message(live_chat: LiveChat, params: dict, message: str) -> None:
     response = httpx.get(f"{live_chat.url}/api/search", params=params, timeout=30)
@@ -71,6 +76,9 @@ def test_notes_api_writes_a_note_that_the_next_search_finds(live_chat: LiveChat)
         ({"body": "text"}, "'title' is missing"),
         ({"title": "Big", "body": "x" * 300_000}, "over the limit"),
         ({"title": "t", "body": "b", "colour": "red"}, "unknown field(s) colour"),
+        ({"title": "T" * 201, "body": "x"}, "has 201 characters; shorten it to 200"),
+        ({"title": "Many tags", "body": "x", "tags": [f"t{n}" for n in range(21)]}, "21 tags; keep it to 20"),
+        ({"title": "Long tag", "body": "x", "tags": ["t" * 51]}, "over 50 characters"),
     ],
 )
 def test_notes_api_rejects_bad_notes(live_chat: LiveChat, payload: dict, message: str) -> None:
@@ -182,40 +190,31 @@ def test_main_refuses_a_public_address_without_auth() -> None:
     assert "refusing to listen on 0.0.0.0 without --auth" in run.stderr and "--allow-remote-without-auth" in run.stderr
 
 
-def test_main_serves_the_chat(tmp_path: Path) -> None:
-    """`python -m demo` indexes the folder, serves on the given port and answers."""
+def test_main_serves_the_chat(tmp_path: Path, rag_cache_dir: Path) -> None:
+    """`python -m demo` indexes the folder, serves on the given port and answers, to its names only.
+
+    The server's variables come from the environment (the library's Config must accept them), and a flag wins
+    over its variable (`--port` over `RAG_PORT`)."""
     import shutil
-    import socket
 
     shutil.copytree(KNOWLEDGE, tmp_path / "knowledge")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [
-        sys.executable,
-        "-m",
-        "demo",
-        "--port",
-        str(port),
-        "--knowledge",
-        str(tmp_path / "knowledge"),
-        "--db",
-        str(tmp_path / "db"),
-        "--read-only",
-    ]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        status = wait_for(lambda: _get_json(f"{url}/api/status"), timeout=300, interval=1)
+    port = free_port()
+    args = [sys.executable, "-m", "demo", "--port", str(port), "--knowledge", str(tmp_path / "knowledge")]
+    args += ["--db", str(tmp_path / "db"), "--read-only"]
+    env = child_env({"RAG_PORT": "1", "RAG_ALLOWED_HOSTS": "chat.example.org"}, cache_dir=rag_cache_dir)
+    url = f"http://127.0.0.1:{port}"
+    with serve(args, url=url, ready=answers(f"{url}/api/status"), log=tmp_path / "demo.log", timeout=300, env=env):
+        status = _get_json(f"{url}/api/status")
         assert status["notes"] == 14 and status["read_only"] is True and status["watching"] is True
         hits = _get_json(f"{url}/api/search?q=word2vec+skip-gram&k=2")["hits"]
         assert hits[0]["source"] == "word2vec.md"
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        named = httpx.get(f"{url}/api/status", headers={"Host": f"chat.example.org:{port}"}, timeout=30)
+        assert named.status_code == 200
+        foreign = httpx.get(f"{url}/api/status", headers={"Host": f"attacker.example:{port}"}, timeout=30)
+        assert foreign.status_code == 421 and "--allowed-hosts" in foreign.json()["error"]
+    err = (tmp_path / "demo.log").read_text()
     assert "14 notes" in err and f"chat at http://127.0.0.1:{port} (read-only)" in err
+    assert "refused GET /api/status (421)" in err
 
 
 def _get_json(url: str) -> dict | None:
