@@ -39,10 +39,17 @@ from rag.write import NewNote
 __all__ = [
     "APP_CSS",
     "LEGEND",
+    "MAX_K",
     "Answer",
+    "ChatEvents",
+    "ChatLayout",
     "ChatService",
+    "add_named_endpoints",
     "answer_note",
+    "bounded_k",
     "build_app",
+    "build_layout",
+    "check_note_fields",
     "compose_answer",
     "format_sources",
     "format_status",
@@ -50,6 +57,7 @@ __all__ = [
     "pick_passages",
     "render_markdown",
     "theme",
+    "wire_events",
 ]
 
 TITLE = "Knowledge chat"
