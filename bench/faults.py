@@ -144,8 +144,10 @@ def clean_build_chunks(
     result = {}
     for path in find_notes(folder):
         note = load_note(folder, path)
-        for c in chunk_note(note, count_tokens=tokens.count_tokens, max_tokens=budget, overlap_tokens=overlap_tokens):
-            result[c.id] = (c.text, c.note_hash)
+        chunks = chunk_note(
+            note, count_tokens=tokens.count_tokens, max_tokens=budget, overlap_tokens=overlap_tokens, model=tokens.name
+        )
+        result.update({c.id: (c.text, c.note_hash) for c in chunks})
     return result
 
 
@@ -174,13 +176,13 @@ def _child_cli(argv: list[str], log: str, env: dict[str, str]) -> None:
 def _child_dump(db: str, url: str | None, collection: str, target: str, with_vectors: bool) -> None:
     """Body of a forked child: everything the store holds, as JSON, plus a check of its vector index."""
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    from rag.store import _client
+    from rag.store import Store
 
-    client = _client(db_dir=Path(db), chroma_url=url)
-    names = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
+    # The generation that answers questions: what a user would search after the kill.
+    store = Store.active(db_dir=Path(db), chroma_url=url, name=collection)
     dump: dict[str, Any] = {"chunks": [], "index_problems": [], "hnsw_misses": []}
-    if collection in names:
-        col = client.get_collection(collection, embedding_function=None)
+    if store is not None:
+        col = store.collection
         page = col.get(include=["documents", "metadatas", "embeddings"])
         vectors = page["embeddings"]
         for i, chunk_id in enumerate(page["ids"]):
