@@ -18,10 +18,9 @@ import pytest
 from rag.chunk import CHUNKER_VERSION, chunk_note
 from rag.cli import main
 from rag.config import Config
-from rag.errors import StoreError
 from rag.knowledge import KnowledgeBase, sync_lock_path
 from rag.load import find_notes, load_note
-from rag.store import Store
+from rag.store import Build, Store
 
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
 
@@ -53,7 +52,11 @@ def expected_chunks(folder: Path, embedder, config: Config) -> dict[str, str]:
     for path in find_notes(folder):
         note = load_note(folder, path)
         for chunk in chunk_note(
-            note, count_tokens=embedder.count_tokens, max_tokens=budget, overlap_tokens=config.overlap_tokens
+            note,
+            count_tokens=embedder.count_tokens,
+            max_tokens=budget,
+            overlap_tokens=config.overlap_tokens,
+            model=embedder.name,
         ):
             result[chunk.id] = chunk.text
     return result
@@ -70,32 +73,33 @@ def stored_chunks(store: Store) -> dict[str, str]:
 def test_store_round_trip(
     tmp_path: Path, backend: str | None, collection_name: str, embedder, small_knowledge: Path
 ) -> None:
-    store, reason = Store.open(
-        db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model=embedder.name, chunker=CHUNKER_VERSION
-    )
-    assert reason is None and store.count() == 0
+    build = Build(embedder.name, CHUNKER_VERSION)
+    assert Store.active(db_dir=tmp_path / "db", chroma_url=backend, name=collection_name) is None
+    store = Store.for_build(db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, build=build)
+    assert store.ready and store.count() == 0 and store.build == build
     note = load_note(small_knowledge, small_knowledge / "glove.md")
     chunks = chunk_note(note, count_tokens=embedder.count_tokens, max_tokens=200)
     vectors = embedder.embed_batch([c.embedding_text for c in chunks])
-    store.replace_note(note.path, chunks, vectors)
+    by_id = {c.id: v for c, v in zip(chunks, vectors, strict=True)}
+    store.write_note(note.path, chunks, by_id)
     assert store.count() == len(chunks)
     assert stored_chunks(store) == {c.id: c.text for c in chunks}
+    assert {c.id: c for c in store.iter_chunks(with_text=True)} == {c.id: c for c in chunks}
     state = store.note_states()["glove.md"]
     assert state.complete and state.note_hash == note.content_hash
 
-    # Replacing a note never leaves the old chunks beside the new ones.
-    store.replace_note(note.path, chunks[:1], vectors[:1])
+    # Writing a note never leaves the chunks it lost beside the new ones, and kept chunks need no vector.
+    store.write_note(note.path, chunks[:1], {}, held=state.chunk_ids)
     assert set(stored_chunks(store)) == {chunks[0].id}
-    store.replace_note(note.path, chunks, vectors)
+    store.write_note(note.path, chunks, {c.id: by_id[c.id] for c in chunks[1:]}, held=frozenset({chunks[0].id}))
 
     # The only distance -> similarity conversion gives the cosine similarity numpy computes.
     query = embedder.embed_batch(["global word vectors from co-occurrence counts"])[0]
     hits = store.query(query, k=3)
     assert len(hits) == 3
-    by_id = {c.id: v for c, v in zip(chunks, vectors, strict=True)}
-    for hit in hits:
-        assert hit.similarity == pytest.approx(float(np.dot(query, by_id[hit.id])), abs=1e-4)
-    assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
+    for chunk, similarity in hits:
+        assert similarity == pytest.approx(float(np.dot(query, by_id[chunk.id])), abs=1e-4)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
     assert [c.id for c in store.get([chunks[1].id, "nope#0", chunks[0].id])] == [chunks[1].id, chunks[0].id]
 
     store.delete_notes(["glove.md"])
@@ -103,20 +107,22 @@ def test_store_round_trip(
 
 
 @pytest.mark.slow
-def test_store_rebuilds_for_another_model_and_refuses_missing(
-    tmp_path: Path, backend: str | None, collection_name: str, embedder
+def test_a_generation_per_build_and_nothing_opened_is_created(
+    tmp_path: Path, backend: str | None, collection_name: str
 ) -> None:
-    with pytest.raises(StoreError, match="no index"):
-        Store.open(
-            db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="m", chunker="1", create=False
-        )
-    Store.open(db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="m", chunker="1")
-    with pytest.raises(StoreError, match="out of date"):
-        Store.open(
-            db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="other", chunker="1", create=False
-        )
-    _, reason = Store.open(db_dir=tmp_path / "db", chroma_url=backend, name=collection_name, model="other", chunker="1")
-    assert reason is not None and "model changed" in reason
+    where = {"db_dir": tmp_path / "db", "chroma_url": backend, "name": collection_name}
+    assert Store.active(**where) is None
+    first = Store.for_build(**where, build=Build("m", "1"))
+    assert first.ready and Store.active(**where).name == first.name
+    # Another build is a new generation beside the active one, which keeps answering until it is activated.
+    second = Store.for_build(**where, build=Build("other", "1"))
+    assert not second.ready and second.name != first.name
+    assert Store.active(**where).name == first.name
+    assert Store.for_build(**where, build=Build("other", "1")).name == second.name, "a rebuild resumes"
+    assert first.pending_rebuild().name == second.name
+    assert Store.active(**where).build.difference(Build("other", "1")) == "the model changed from 'm' to 'other'"
+    assert second.activate() == [first.name]
+    assert Store.active(**where).name == second.name and Store.active(**where).build == Build("other", "1")
 
 
 @pytest.mark.slow
@@ -145,7 +151,7 @@ def test_search_finds_the_right_note(kb: KnowledgeBase) -> None:
     kb.sync()
     result = kb.search("How is cosine similarity computed from the dot product?", k=3)
     assert result.confident
-    assert result.hits[0].source == "cosine-similarity.md"
+    assert result.hits[0].chunk.source == "cosine-similarity.md"
     assert result.hits[0].score > result.hits[-1].score or len({h.score for h in result.hits}) == 1
     assert all(-1.0 <= h.score <= 1.0 for h in result.hits)
 

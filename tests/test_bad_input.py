@@ -35,7 +35,8 @@ def fake_count_tokens(texts):
 
 def check_chunks(note: Note, chunks: list[Chunk], count_tokens, budget: int) -> None:
     """Invariants every chunking must keep."""
-    assert [c.id for c in chunks] == [f"{note.path}#{i}" for i in range(len(chunks))]
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert all(c.id.startswith(f"{note.path}#") for c in chunks) and len({c.id for c in chunks}) == len(chunks)
     lines = note.body_line + note.body.count("\n")
     for chunk in chunks:
         assert chunk.text.strip(), "an empty chunk"
@@ -205,14 +206,14 @@ def test_nasty_folder_is_skipped_with_reasons_or_indexed(tmp_path: Path, nasty: 
     budget = min(kb.config.chunk_tokens, embedder.max_tokens)
     stored = list(kb.store.iter_chunks(with_text=True))
     for chunk in stored:
-        text = context_line(chunk.title, chunk.heading) + "\n\n" + chunk.text
-        assert embedder.count_tokens([text])[0] <= budget, f"{chunk.id} is over {budget} tokens"
+        assert chunk.embedding_text.startswith(context_line(chunk.title, chunk.heading) + "\n\n")
+        assert embedder.count_tokens([chunk.embedding_text])[0] <= budget, f"{chunk.id} is over {budget} tokens"
     titles = {c.source: c.title for c in stored}
     assert titles["bom.md"] == "With a BOM" and titles["crlf.md"] == "Windows lines"
     assert not any("\r" in c.text for c in stored)
     table_rows = "\n".join(c.text for c in stored if c.source == "table.md")
     assert "| 9999 | 99980001 |" in table_rows and "| 0 | 0 |" in table_rows
-    assert "Level 50 heading" in "\n".join(c.text + c.heading for c in stored if c.source == "deep.md")
+    assert "Level 50 heading" in "\n".join(c.text + " > ".join(c.heading) for c in stored if c.source == "deep.md")
 
     # The status view copes with the same folder, and a second sync has nothing left to do.
     states = {f.path: f.state for f in kb.status().files}

@@ -11,12 +11,13 @@ import pytest
 
 from bench._process import free_port, listens, serve
 from rag.calibrate import Calibration, background
-from rag.chunk import context_line
 from rag.config import Config
 from rag.errors import ConfigError
 from rag.keyword import KeywordIndex
 from rag.knowledge import KnowledgeBase
-from rag.retrieve import fuse, judge
+from rag.retrieve import Hit, fuse, judge
+
+from .factories import make_hit
 
 
 def note(path: Path, title: str, body: str) -> None:
@@ -24,7 +25,7 @@ def note(path: Path, title: str, body: str) -> None:
 
 
 def ids_for(kb: KnowledgeBase, question: str, mode: str = "bm25") -> list[str]:
-    return [h.id for h in kb.search(question, k=5, mode=mode).hits]
+    return [h.chunk.id for h in kb.search(question, k=5, mode=mode).hits]
 
 
 def assert_vectors_current(kb: KnowledgeBase) -> None:
@@ -43,20 +44,20 @@ def test_keyword_side_follows_add_change_delete_and_restart(config: Config, embe
     extra = config.knowledge_dir / "zorblatt.md"
     note(extra, "Zorblatt", "The zorblatt quenching method cools forged blades in whale oil.")
     kb.sync()
-    assert ids_for(kb, "zorblatt quenching")[0] == "zorblatt.md#0"
+    assert ids_for(kb, "zorblatt quenching")[0].startswith("zorblatt.md#")
     assert_vectors_current(kb)
 
     note(extra, "Blade cooling", "Forged blades are now cooled in brine by the flimflam process.")
     kb.sync()
     assert ids_for(kb, "zorblatt quenching") == []
-    assert ids_for(kb, "flimflam")[0] == "zorblatt.md#0"
+    assert ids_for(kb, "flimflam")[0].startswith("zorblatt.md#")
     assert_vectors_current(kb)
 
     # A new process over the same store loads the saved index instead of rebuilding it.
     saved = kb.cache_dir / "bm25" / "chunks.json"
     before = saved.stat().st_mtime_ns
     fresh = KnowledgeBase(config, embedder=embedder)
-    assert ids_for(fresh, "flimflam")[0] == "zorblatt.md#0"
+    assert ids_for(fresh, "flimflam")[0].startswith("zorblatt.md#")
     assert saved.stat().st_mtime_ns == before
     _, rebuilt = KeywordIndex.open(fresh.store, fresh.cache_dir / "bm25")
     assert rebuilt is False
@@ -75,12 +76,12 @@ def test_an_edit_saved_by_another_process_reaches_this_ones_keyword_side(config:
     note(extra, "Zorblatt", "The zorblatt quenching method cools forged blades in whale oil.")
     chat, cli = KnowledgeBase(config, embedder=embedder), KnowledgeBase(config, embedder=embedder)
     chat.sync()
-    assert ids_for(chat, "zorblatt quenching")[0] == "zorblatt.md#0"
+    assert ids_for(chat, "zorblatt quenching")[0].startswith("zorblatt.md#")
     chunks = chat.store.count()
     note(extra, "Blade cooling", "Forged blades are now cooled in brine by the flimflam process.")
     assert cli.sync().updated == 1
     assert chat.store.count() == chunks
-    assert ids_for(chat, "flimflam")[0] == "zorblatt.md#0"
+    assert ids_for(chat, "flimflam")[0].startswith("zorblatt.md#")
     assert ids_for(chat, "zorblatt quenching") == []
     assert_vectors_current(chat)
 
@@ -93,10 +94,10 @@ def test_an_edit_synced_by_a_dense_only_process_reaches_the_keyword_side(config:
     chat = KnowledgeBase(config, embedder=embedder)
     cli = KnowledgeBase(config.replace(search_mode="dense"), embedder=embedder)
     chat.sync()
-    assert ids_for(chat, "zorblatt quenching")[0] == "zorblatt.md#0"
+    assert ids_for(chat, "zorblatt quenching")[0].startswith("zorblatt.md#")
     note(extra, "Blade cooling", "Forged blades are now cooled in brine by the flimflam process.")
     assert cli.sync().updated == 1
-    assert ids_for(chat, "flimflam")[0] == "zorblatt.md#0"
+    assert ids_for(chat, "flimflam")[0].startswith("zorblatt.md#")
     assert ids_for(chat, "zorblatt quenching") == []
     assert_vectors_current(chat)
 
@@ -166,8 +167,8 @@ def test_keyword_side_and_calibration_follow_a_model_change(config: Config, embe
     stored = second.store.similarities(vector, ids)
     assert index.similarities(vector, ids) == pytest.approx(stored, abs=1e-5)
     hits = second.search(question, k=5, mode="hybrid").hits
-    exact = second.store.similarities(vector, [h.id for h in hits])
-    assert [h.score for h in hits] == pytest.approx([exact[h.id] for h in hits], abs=1e-5)
+    exact = second.store.similarities(vector, [h.chunk.id for h in hits])
+    assert [h.score for h in hits] == pytest.approx([exact[h.chunk.id] for h in hits], abs=1e-5)
 
 
 @pytest.mark.slow
@@ -179,12 +180,12 @@ def test_hybrid_hits_show_cosine_similarity_and_keyword_score(config: Config, em
     assert result.hits
     q = embedder.embed_batch([question])[0]
     for hit in result.hits:
-        chunk_vector = embedder.embed_batch([context_line(hit.title, hit.heading) + "\n\n" + hit.text])[0]
+        chunk_vector = embedder.embed_batch([hit.chunk.embedding_text])[0]
         assert hit.score == pytest.approx(float(q @ chunk_vector), abs=1e-3)
         assert 0.0 <= hit.percentile <= 100.0
     assert [h.rank_score for h in result.hits] == sorted((h.rank_score for h in result.hits), reverse=True)
     assert any(h.keyword_score for h in result.hits)
-    assert result.hits[0].source == "hybrid-search-bm25.md"
+    assert result.hits[0].chunk.source == "hybrid-search-bm25.md"
     assert kb.search(question, k=5, mode="dense").hits[0].keyword_score is None
     with pytest.raises(ConfigError, match="unknown search mode"):
         kb.search(question, mode="fuzzy")
@@ -242,23 +243,20 @@ def test_calibration_percentile_and_staleness() -> None:
 
 def test_terminal_output_shows_the_percentile_and_why_not_confident() -> None:
     from rag.cli import format_result
-    from rag.retrieve import Hit
 
-    hit = Hit(score=0.31, text="body", source="a.md", title="A", heading="", start_line=1, end_line=2, percentile=42.0)
+    hit = make_hit(0.31, text="body", source="a.md", title="A", heading="", start_line=1, end_line=2, percentile=42.0)
     verdict = judge([hit], calibrated=True, score_bar=0.4, percentile_bar=95.0)
     text = format_result(dataclasses.replace(verdict, question="q", hits=[hit]))
     assert text.startswith(
         "No confident match: the best score, 0.31, beats only 42.0% of pairs of unrelated chunks in these notes; "
         "a confident match beats 95%. Nearest chunks:"
     )
-    assert "[1] 0.31 (p42.0)  A" in text
+    assert "[1] 0.31 (p42.0)  A  [weak]" in text and "    a.md:1-2" in text
 
 
 def test_one_verdict_for_every_interface_and_weak_hits_by_the_same_bar() -> None:
-    from rag.retrieve import Hit
-
     def hit(score: float, percentile: float | None) -> Hit:
-        return Hit(score, "t", "a.md", "A", "", 1, 2, percentile=percentile)
+        return make_hit(score, text="t", source="a.md", title="A", heading="", percentile=percentile)
 
     # Calibrated: the percentile decides, whatever the raw cosine says.
     low_cosine = judge([hit(0.31, 99.2), hit(0.6, 80.0)], calibrated=True, score_bar=0.4, percentile_bar=95.0)
