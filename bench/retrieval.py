@@ -119,7 +119,7 @@ def run_queries(kb: KnowledgeBase, beir: Beir, sources: dict[str, str], *, mode:
         result = kb.search(text, k=depth, mode=mode)
         docs: dict[str, float] = {}
         for hit in result.hits:
-            doc = sources.get(hit.source)
+            doc = sources.get(hit.chunk.source)
             value = float(getattr(hit, "rank_score", hit.score))
             if doc is not None and value > docs.get(doc, float("-inf")):
                 docs[doc] = value

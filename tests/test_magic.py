@@ -55,7 +55,7 @@ def shell(monkeypatch: pytest.MonkeyPatch, indexed_config: Config, embedder):  #
 def test_line_magic_returns_scored_sources_that_display_as_a_table(shell) -> None:  # type: ignore[no-untyped-def]
     result = shell.run_cell("%ask -k 3 what's the cosine of the angle between two vectors?").result
     assert isinstance(result, SearchResult) and len(result.hits) == 3
-    assert result.hits[0].source == "cosine-similarity.md"
+    assert result.hits[0].chunk.source == "cosine-similarity.md"
     # Hybrid ranking orders by the fused rank score; the score shown stays the cosine similarity.
     assert [h.rank_score for h in result.hits] == sorted((h.rank_score for h in result.hits), reverse=True)
     assert all(-1 <= h.score <= 1 for h in result.hits)
@@ -68,7 +68,7 @@ def test_cell_magic_asks_the_whole_cell(shell) -> None:  # type: ignore[no-untyp
     result = shell.run_cell("%%ask -k 2\nWhen does keyword search like BM25\nbeat dense embeddings?").result
     assert result.question.startswith("When does keyword search like BM25\nbeat")
     # Both lines reached the search: the note on BM25 and dense vectors is among the two sources.
-    assert "hybrid-search-bm25.md" in {h.source for h in result.hits} and len(result.hits) == 2
+    assert "hybrid-search-bm25.md" in {h.chunk.source for h in result.hits} and len(result.hits) == 2
 
 
 @pytest.mark.slow
@@ -78,7 +78,7 @@ def test_kb_option_uses_a_notebook_variable(shell, tmp_path: Path, embedder) -> 
     (other / "owls.md").write_text("# Owls\n\nBarn owls hunt voles at night by sound alone.\n", encoding="utf-8")
     shell.user_ns["owls_kb"] = KnowledgeBase(Config(knowledge_dir=other, db_dir=tmp_path / "db2"), embedder=embedder)
     result = shell.run_cell("%ask --kb owls_kb how do owls find prey in the dark?").result
-    assert [h.source for h in result.hits] == ["owls.md"]
+    assert [h.chunk.source for h in result.hits] == ["owls.md"]
     failed = shell.run_cell("%ask --kb missing_kb anything")
     assert failed.result is None and isinstance(failed.error_in_exec, UsageError)
 

@@ -10,6 +10,8 @@ from rag.errors import EmptyQuestionError, StoreError
 from rag.knowledge import KnowledgeBase
 from rag.store import Store
 
+pytestmark = pytest.mark.slow  # the real model on the starter index
+
 
 @pytest.fixture
 def kb(indexed_config: Config, embedder: SentenceTransformerEmbedder) -> KnowledgeBase:

@@ -125,7 +125,7 @@ def test_cli_ask_on_existing_index_imports_no_torch_and_ranks_like_fp32(config, 
     )
     got = run_python(code, env)
     assert got["code"] == 0 and got["heavy"] == []
-    assert [h["id"] for h in got["hits"]] == [h.id for h in want.hits]
+    assert [h["id"] for h in got["hits"]] == [h.chunk.id for h in want.hits]
     assert [h["score"] for h in got["hits"]] == pytest.approx([h.score for h in want.hits], abs=1e-3)
 
 

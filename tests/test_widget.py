@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import asdict
 
 import pytest
 
-from demo.widget import ChatWidget, compose_answer
+from demo.widget import EXCERPT_CHARS, ChatWidget, compose_answer
 from rag.config import Config
 from rag.knowledge import KnowledgeBase
+from rag.render import excerpt, prose
 from rag.retrieve import Hit, SearchResult, judge
+
+from .factories import make_hit
 
 
 def hit(score: float, text: str = "# T\n\nProse here.", heading: str = "T > Part") -> Hit:
-    return Hit(score=score, text=text, source="t.md", title="T", heading=heading, start_line=1, end_line=3)
+    return make_hit(score, text=text, source="t.md", title="T", heading=heading, start_line=1, end_line=3)
 
 
 def test_answer_quotes_the_best_chunk_when_confident_without_its_heading_lines() -> None:
@@ -52,9 +54,10 @@ def test_ask_message_sets_the_result_json_and_the_answer(kb: KnowledgeBase) -> N
     widget = ChatWidget(kb, k=3)
     widget._on_message(widget, {"type": "ask", "question": "what is cosine similarity?"}, [])
     searched = kb.search("what is cosine similarity?", k=3)
-    expected = asdict(searched)
-    for row, hit in zip(expected["hits"], searched.hits, strict=True):
-        row["weak"] = searched.weak(hit)
+    expected = searched.to_dict()
+    assert [row.pop("excerpt") for row in widget.result["hits"]] == [
+        excerpt(prose(h.chunk.text), EXCERPT_CHARS) for h in searched.hits
+    ]
     assert widget.result == expected
     assert [row["weak"] for row in expected["hits"]][0] is False
     assert set(expected["hits"][0]) >= {"score", "text", "source", "title", "heading", "start_line", "end_line"}
