@@ -463,6 +463,3 @@ def _wait_until_indexed(url: str, notes: int, *, timeout: float = 60) -> None:
             return
         assert time.monotonic() < deadline, f"files not all indexed after {timeout:g} s: {status['files']}"
         time.sleep(0.5)
-
-
-# ---------------------------------------------------------------- the embedded store: one process at a time
