@@ -84,8 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # transformers draws a bar for the tenth of a second it takes to load the weights: quiet on a terminal.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "chromadb", "sentence_transformers", "watchdog"):
+    # bm25s sets its own logger to DEBUG and would print "Building index from tokens" at every sync.
+    for noisy in ("httpx", "chromadb", "sentence_transformers", "watchdog", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     import uvicorn
@@ -97,20 +101,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     kb = KnowledgeBase(config)
     watcher = FolderWatcher(kb)
     try:
-        print(f"indexing {config.knowledge_dir} ...", file=sys.stderr)
-        report = watcher.sync(progress=sys.stderr.isatty())
+        mismatch = kb.mismatch()
+        if mismatch:
+            # An index built for other settings keeps answering while the watcher builds the new one beside it.
+            print(f"{mismatch}: serving it while the new one is built in the background", file=sys.stderr)
+        else:
+            print(f"indexing {config.knowledge_dir} ...", file=sys.stderr)
+            report = watcher.sync(progress=sys.stderr.isatty())
+            for item in report.skipped:
+                print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+            print(
+                f"{report.notes} notes, {report.chunks} chunks ({report.added} added, {report.updated} updated, "
+                f"{report.removed} removed, {report.embedded} chunks embedded) in {report.seconds:.1f} s",
+                file=sys.stderr,
+            )
     except RagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if report.rebuilt:
-        print(f"rebuilt the index because {report.rebuilt}", file=sys.stderr)
-    for item in report.skipped:
-        print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
-    print(
-        f"{report.notes} notes, {report.chunks} chunks ({report.added} added, {report.updated} updated, "
-        f"{report.removed} removed) in {report.seconds:.1f} s",
-        file=sys.stderr,
-    )
     app = create_server(
         kb,
         read_only=config.read_only,
@@ -131,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     with watcher:
+        if mismatch:
+            watcher.notify()
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
 

@@ -199,6 +199,9 @@ def index_status(kb: KnowledgeBase, watcher: FolderWatcher, *, read_only: bool =
         "skipped": skipped,
         "files": [asdict(f) for f in status.files],
         "last_report": asdict(watcher.last_report) if watcher.last_report else None,
+        "mismatch": status.mismatch,
+        "rebuild": asdict(status.rebuild) if status.rebuild else None,
+        "rebuilding": str(status.rebuild) if status.rebuild else None,
     }
 
 

@@ -277,6 +277,13 @@ def format_status(status: dict[str, Any], *, now: datetime | None = None) -> str
     ]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     parts = [f'<div class="rag-status"><table>{table}</table><p class="rag-watch">{html.escape(watching)}</p>']
+    if status.get("rebuilding"):
+        parts.append(
+            f'<p class="rag-watch" data-role="rebuilding">{html.escape(status["rebuilding"])}; the index above '
+            "answers until the new one is complete.</p>"
+        )
+    elif status.get("mismatch"):
+        parts.append(f'<p class="rag-error">{html.escape(status["mismatch"])}</p>')
     if status.get("error"):
         parts.append(f'<p class="rag-error">Last sync failed: {html.escape(str(status["error"]))}</p>')
     skipped = status.get("skipped") or []

@@ -97,7 +97,10 @@ class KnowledgeBase:
         self._serving: Store | None = None
         self._keyword: dict[str, KeywordCache] = {}
         self._calibration: dict[str, CalibrationCache] = {}
+        # Guards this object's state (the open generation, the caches); held only briefly, so searches go on while
+        # a sync, even a long rebuild, runs under `_syncing` in another thread.
         self._lock = threading.RLock()
+        self._syncing = threading.Lock()
 
     @property
     def embedder(self) -> Embedder:
@@ -158,8 +161,9 @@ class KnowledgeBase:
         wait = self.config.lock_wait if wait is None else wait
         if not rebuild and (needed := self.mismatch()):
             return SyncReport(notes=len(self.store.note_states()), chunks=self.store.count(), rebuild_needed=needed)
-        with self._lock, self._process_lock(wait):
-            self._serving = None  # another process may have switched generations since
+        with self._syncing, self._process_lock(wait):
+            with self._lock:
+                self._serving = None  # another process may have switched generations since
             active = Store.active(
                 db_dir=self.config.db_dir, chroma_url=self.config.chroma_url, name=self.config.collection
             )
@@ -185,13 +189,15 @@ class KnowledgeBase:
                 for dropped in target.activate():
                     shutil.rmtree(self._derived_dir(dropped), ignore_errors=True)
                 report = replace(report, rebuilt=reason)
-            self._serving = target
+            with self._lock:
+                self._serving = target
             if report.added or report.updated or report.removed or report.rebuilt:
                 # torch is loaded by now; export the query encoder while it is cheap, not in the next `ask`.
                 prepare = getattr(self.embedder, "prepare", None)
                 if prepare is not None and report.embedded:
                     prepare()
-                self._derived_changed(target)
+                with self._lock:
+                    self._derived_changed(target)
             return report
 
     def _derived_changed(self, store: Store) -> None:
@@ -352,9 +358,11 @@ class KnowledgeBase:
         found = self.verify(sample=sample)
         if not found.unreachable:
             return found
-        with self._lock, self._process_lock(self.config.lock_wait if wait is None else wait):
+        with self._syncing, self._process_lock(self.config.lock_wait if wait is None else wait):
             old = self.store
-            self._serving = old.copy_to_new_generation()
+            copy = old.copy_to_new_generation()
+            with self._lock:
+                self._serving = copy
             shutil.rmtree(self._derived_dir(old.name), ignore_errors=True)
         after = self.verify(sample=sample)
         return replace(found, after=after)

@@ -187,3 +187,38 @@ def test_verify_finds_every_chunk_and_a_repair_copy_keeps_every_record(
     fresh = KnowledgeBase(indexed_config, embedder=embedder)
     assert fresh.verify().unreachable == [] and fresh.sync().embedded == 0
     assert fresh.search("what is cosine similarity?", k=1).hits[0].chunk.source == "cosine-similarity.md"
+
+
+def test_the_chat_serves_the_old_index_while_it_rebuilds_for_new_settings(
+    tmp_path: Path,
+    knowledge: Path,
+    embedder: SentenceTransformerEmbedder,
+    rag_cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`python -m demo` started with other chunk settings answers at once from the index it has, shows the rebuild
+    in its status, and switches when the new generation is complete."""
+    import httpx
+
+    from bench.load import launched_demo
+
+    KnowledgeBase(Config(knowledge_dir=knowledge, db_dir=tmp_path / "db"), embedder=embedder).sync()
+    before = KnowledgeBase(Config(knowledge_dir=knowledge, db_dir=tmp_path / "db"), embedder=embedder).store.count()
+    monkeypatch.setenv("RAG_CHUNK_TOKENS", "96")  # the chat's settings: other chunks than the index has
+    with launched_demo(tmp_path, knowledge=knowledge, cache_dir=rag_cache_dir) as url:
+        found = httpx.get(f"{url}/api/search", params={"q": "what does cosine similarity measure?", "k": 1}, timeout=60)
+        assert found.status_code == 200 and found.json()["hits"][0]["source"] == "cosine-similarity.md"
+        seen = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{url}/api/status", timeout=60).json()
+            seen.append((status["chunks"], status["rebuilding"], status["mismatch"]))
+            if status["mismatch"] is None and status["rebuilding"] is None:
+                break
+            time.sleep(0.5)
+        assert seen[0][0] == before and seen[0][2], "the old index answers first, and says it does not fit"
+        assert all(rebuilding.startswith("rebuilding: ") for _, rebuilding, _ in seen if rebuilding)
+        final = seen[-1]
+        assert final[1] is None and final[2] is None and final[0] > before, seen[-3:]
+        again = httpx.get(f"{url}/api/search", params={"q": "what does cosine similarity measure?", "k": 1}, timeout=60)
+        assert again.json()["hits"][0]["source"] == "cosine-similarity.md"
