@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kb = KnowledgeBase(config)
     watcher = FolderWatcher(kb)
     try:
+        kb.claim()
         mismatch = kb.mismatch()
         if mismatch:
             # An index built for other settings keeps answering while the watcher builds the new one beside it.

@@ -15,7 +15,7 @@ from typing import Any, Sequence, TextIO
 
 from rag.chunk import context_line
 from rag.config import Config
-from rag.errors import ConfigError, IndexLockedError, RagError
+from rag.errors import ConfigError, IndexLockedError, RagError, StoreInUseError
 from rag.knowledge import KnowledgeBase
 from rag.load import parse_tags
 from rag.render import percentile_label
@@ -127,7 +127,7 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
         clean_question(args.question)  # an empty question fails before a sync that could take minutes
     try:
         _sync(kb, args, rebuild=False)
-    except IndexLockedError as exc:
+    except (IndexLockedError, StoreInUseError) as exc:
         print(f"warning: {exc}; answering from the index as it is", file=sys.stderr)
     if args.batch:
         source = stdin if args.batch == "-" else Path(args.batch).open(encoding="utf-8")

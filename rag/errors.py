@@ -39,5 +39,10 @@ class IndexLockedError(StoreError):
     """Another process is syncing the same store right now."""
 
 
+class StoreInUseError(StoreError):
+    """An embedded store is held by another long-running process (a chat, a notebook); Chroma's embedded store
+    serves one process at a time, so a second one must go through a Chroma server."""
+
+
 class NoteWriteError(RagError):
     """A new note cannot be written (bad title, name taken, too large, read-only)."""

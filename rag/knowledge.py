@@ -11,8 +11,11 @@ version for notebooks and scripts, backed by one shared `KnowledgeBase` per conf
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -24,7 +27,7 @@ from rag.calibrate import Calibration, CalibrationCache
 from rag.chunk import chunking_id
 from rag.config import Config
 from rag.embed import Embedder, make_embedder
-from rag.errors import IndexLockedError, NoteWriteError, StoreError
+from rag.errors import IndexLockedError, NoteWriteError, StoreError, StoreInUseError
 from rag.keyword import KeywordCache, KeywordIndex
 from rag.load import find_notes
 from rag.retrieve import SearchResult, search
@@ -145,6 +148,61 @@ class KnowledgeBase:
             "beside the current one, which answers until the new one is complete"
         )
 
+    def claim(self) -> None:
+        """Hold the embedded store for this process for as long as it lives (the chat and the notebook do).
+
+        Chroma's embedded store is not process-safe: measured with chromadb 1.5.9, a process that keeps it open
+        does not see another process's new vectors, returns deleted chunks as ghosts, and alternating writers lose
+        records from the search graph. So one long-running process holds it, and any other process's write is
+        refused with a pointer to server mode (`--chroma-url`). A Chroma server needs no claim.
+
+        Raises:
+            StoreInUseError: another live process holds it.
+        """
+        if self.config.chroma_url:
+            return
+        key = str(Path(self.config.db_dir).resolve())
+        if key in _claims:
+            return
+        from filelock import FileLock, Timeout
+
+        Path(key).mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(Path(key) / "owner.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise self._in_use() from None
+        (Path(key) / "owner.json").write_text(json.dumps({"pid": os.getpid(), "argv": sys.argv[:4]}))
+        _claims[key] = lock
+
+    def _check_owner(self) -> None:
+        """Refuse a write to an embedded store that another live process holds (see `claim`)."""
+        if self.config.chroma_url:
+            return
+        key = str(Path(self.config.db_dir).resolve())
+        if key in _claims or not (Path(key) / "owner.lock").exists():
+            return
+        from filelock import FileLock, Timeout
+
+        probe = FileLock(str(Path(key) / "owner.lock"))
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            raise self._in_use() from None
+        probe.release()
+
+    def _in_use(self) -> StoreInUseError:
+        try:
+            owner = json.loads((Path(self.config.db_dir) / "owner.json").read_text())
+            who = f"process {owner.get('pid')} ({' '.join(map(str, owner.get('argv', [])))})"
+        except (OSError, ValueError):
+            who = "another process"
+        return StoreInUseError(
+            f"the embedded store at {self.config.db_dir} is open in {who}, and Chroma's embedded store serves one "
+            "process at a time; stop that process, or run `chroma run --path DIR --host 127.0.0.1 --port 8000` "
+            "and give every process --chroma-url http://127.0.0.1:8000 (RAG_CHROMA_URL)"
+        )
+
     def sync(self, *, progress: bool = False, wait: float | None = None, rebuild: bool = True) -> SyncReport:
         """Bring the index in line with the folder (see `rag.sync.sync_folder`).
 
@@ -159,6 +217,7 @@ class KnowledgeBase:
             IndexLockedError: another process kept the store locked for `wait` seconds.
         """
         wait = self.config.lock_wait if wait is None else wait
+        self._check_owner()
         if not rebuild and (needed := self.mismatch()):
             return SyncReport(notes=len(self.store.note_states()), chunks=self.store.count(), rebuild_needed=needed)
         with self._syncing, self._process_lock(wait):
@@ -304,6 +363,8 @@ class KnowledgeBase:
         index built for other settings takes the note in when `sync()` rebuilds it)."""
         if self.config.read_only:
             raise NoteWriteError("this knowledge base is read-only; restart without --read-only to add notes")
+        if sync:
+            self._check_owner()  # refused before the file is written, so a refused note leaves nothing behind
         note = write_note(
             self.config.knowledge_dir,
             title=title,
@@ -402,6 +463,9 @@ class KnowledgeBase:
             lock.release()
 
 
+# Embedded stores this process holds (`KnowledgeBase.claim`), by resolved folder: released when the process ends.
+_claims: dict[str, object] = {}
+
 _shared: dict[Config, KnowledgeBase] = {}
 _shared_lock = threading.Lock()
 
@@ -414,7 +478,9 @@ def shared_knowledge_base(config: Config | None = None) -> KnowledgeBase:
     config = config or Config.from_env()
     with _shared_lock:
         if config not in _shared:
-            _shared[config] = KnowledgeBase(config)
+            kb = KnowledgeBase(config)
+            kb.claim()
+            _shared[config] = kb
         return _shared[config]
 
 

@@ -463,3 +463,52 @@ def _wait_until_indexed(url: str, notes: int, *, timeout: float = 60) -> None:
             return
         assert time.monotonic() < deadline, f"files not all indexed after {timeout:g} s: {status['files']}"
         time.sleep(0.5)
+
+
+def test_a_second_process_on_a_busy_embedded_store_is_told_to_use_a_server(tmp_path: Path, rag_cache_dir: Path) -> None:
+    """While the chat keeps an embedded store open, a second writer (the CLI, a notebook) is refused with a
+    message naming the chat's process and pointing at `--chroma-url`, before it writes anything. (Before the chat
+    claimed its store, the CLI's `add-note` succeeded and the chat then served a vector index that lacked the note.)
+    """
+    setup = make_setup(tmp_path, None, "knowledge", rag_cache_dir)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    chat_argv = [sys.executable, "-m", "demo", "--port", str(port), *setup.location]
+    before = sorted(p.name for p in setup.knowledge.iterdir())
+    with serve(chat_argv, url=url, ready=answers(f"{url}/api/status"), log=tmp_path / "chat.log", env=setup.env,
+               cwd=setup.cwd, timeout=300) as chat:  # fmt: skip
+        pid = str(chat.process.pid)
+        done = run_cli(setup, "add-note", "--title", "Second writer", "--text", "A note from a second process.")
+        kernel = subprocess.run(
+            [sys.executable, "-c", SECOND_WRITER, str(setup.knowledge), str(setup.db)],
+            capture_output=True, text=True, env=setup.env, cwd=setup.cwd, timeout=300,
+        )  # fmt: skip
+        after = sorted(p.name for p in setup.knowledge.iterdir())
+        # The owner keeps working: it still answers and writes.
+        assert httpx.get(f"{url}/api/search", params={"q": "what is BM25?"}, timeout=120).status_code == 200
+        note = {"title": "Owner note", "body": "The chat still writes its own notes.", "tags": []}
+        assert httpx.post(f"{url}/api/notes", json=note, timeout=120).status_code == 201
+
+    assert done.returncode == 1, f"`rag add-note` beside the chat exited {done.returncode}: {done.stderr[-1500:]}"
+    assert pid in done.stderr and "--chroma-url" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    refused = json.loads(kernel.stdout)
+    assert refused["error"] == "RagError", refused
+    assert pid in refused["message"] and "--chroma-url" in refused["message"], refused
+    assert after == before, "a refused writer must leave the folder as it was"
+
+
+SECOND_WRITER = """
+import json, sys
+from rag.config import Config
+from rag.errors import RagError
+from rag.knowledge import KnowledgeBase
+
+kb = KnowledgeBase(Config.from_env().replace(knowledge_dir=sys.argv[1], db_dir=sys.argv[2]))
+try:
+    kb.add_note("Kernel second writer", "A note from a notebook beside the chat.")
+except RagError as exc:
+    print(json.dumps({"error": "RagError", "type": type(exc).__name__, "message": str(exc)}))
+else:
+    print(json.dumps({"error": None, "message": "add_note succeeded beside the chat"}))
+"""
