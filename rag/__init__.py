@@ -1,6 +1,6 @@
 """A local knowledge base: Markdown notes loaded, chunked, embedded, stored in Chroma and retrieved by similarity."""
 
-from rag.chunk import CHUNKER_VERSION, Chunk, chunk_note
+from rag.chunk import CHUNKER_VERSION, Chunk, chunk_note, context_line, heading_text
 from rag.config import Config
 from rag.embed import Embedder, SentenceTransformerEmbedder, embed_query, make_embedder
 from rag.errors import (
@@ -12,15 +12,17 @@ from rag.errors import (
     RagError,
     SkipNote,
     StoreError,
+    StoreInUseError,
 )
-from rag.knowledge import KnowledgeBase, Status, ask, shared_knowledge_base
-from rag.load import Note, find_notes, load_note, parse_note
+from rag.knowledge import KnowledgeBase, Rebuild, Status, Verification, ask, shared_knowledge_base
+from rag.load import Note, find_notes, load_note, parse_note, parse_tags
 from rag.retrieve import Hit, SearchResult, search
-from rag.store import Store
+from rag.store import Build, Store
 from rag.sync import FileStatus, Skipped, SyncReport, folder_status, sync_folder
 from rag.write import NewNote, write_note
 
 __all__ = [
+    "Build",
     "CHUNKER_VERSION",
     "Chunk",
     "Config",
@@ -36,6 +38,7 @@ __all__ = [
     "Note",
     "NoteWriteError",
     "RagError",
+    "Rebuild",
     "SearchResult",
     "SentenceTransformerEmbedder",
     "SkipNote",
@@ -43,15 +46,20 @@ __all__ = [
     "Status",
     "Store",
     "StoreError",
+    "StoreInUseError",
     "SyncReport",
+    "Verification",
     "ask",
     "chunk_note",
+    "context_line",
     "embed_query",
     "find_notes",
     "folder_status",
+    "heading_text",
     "load_note",
     "make_embedder",
     "parse_note",
+    "parse_tags",
     "search",
     "shared_knowledge_base",
     "sync_folder",
