@@ -14,6 +14,7 @@ from rag.errors import (
     StoreError,
     StoreInUseError,
 )
+from rag.figure import Figure, map
 from rag.knowledge import KnowledgeBase, Rebuild, Status, Verification, ask, shared_knowledge_base
 from rag.load import Note, find_notes, load_note, parse_note, parse_tags
 from rag.retrieve import Hit, SearchResult, search
@@ -30,6 +31,7 @@ __all__ = [
     "Embedder",
     "EmptyQuestionError",
     "FileStatus",
+    "Figure",
     "Hit",
     "IndexLockedError",
     "KnowledgeBase",
@@ -58,6 +60,7 @@ __all__ = [
     "heading_text",
     "load_note",
     "make_embedder",
+    "map",
     "parse_note",
     "parse_tags",
     "search",

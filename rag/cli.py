@@ -1,4 +1,4 @@
-"""Command line: `python -m rag index | ask | add-note | status`.
+"""Command line: `python -m rag index | ask | add-note | status | map`.
 
 A thin shell over `KnowledgeBase`: it parses flags, prints text or JSON, and turns library errors into
 messages with exit code 1 (argparse uses 2 for usage errors). No retrieval logic lives here.
@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--sample", type=int, default=5000, metavar="N", help="verify a random N chunks of a larger index (5000)"
     )
+    drawn = commands.add_parser(
+        "map", parents=[common], help="sync, then draw the map of the notes (and a question on it) to a file"
+    )
+    drawn.add_argument("question", nargs="?", help="place this question on the map and ring its sources")
+    drawn.add_argument("--out", default="map.html", metavar="FILE", help="the picture: .html or .svg (map.html)")
+    drawn.add_argument("-k", type=int, default=5, metavar="N", help="how many sources to ring (default 5)")
+    drawn.add_argument("--limit", type=int, default=2500, metavar="N", help="draw at most N chunks (2500)")
     return parser
 
 
@@ -80,6 +87,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
             return _ask(kb, args, stdin, out)
         if args.command == "add-note":
             return _add_note(kb, args, stdin, out)
+        if args.command == "map":
+            return _map(kb, args, out)
         return _status(kb, args, out)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -198,6 +207,20 @@ def _status(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
         if check.unreachable and check.after is None:
             print("run `python -m rag status --verify --repair` to rebuild the search graph", file=out)
         return 1 if (check.after or check).unreachable else 0
+    return 0
+
+
+def _map(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".html", ".htm", ".svg"):
+        raise ConfigError(f"--out {args.out}: the map is written as .html or .svg")
+    question = clean_question(args.question) if args.question is not None else None
+    _sync(kb, args, rebuild=False)
+    path = kb.map(question, k=args.k, limit=args.limit).save(args.out)
+    if args.json:
+        _print_json({"out": str(path), "question": question}, out)
+    else:
+        print(f"wrote {path}", file=out)
     return 0
 
 

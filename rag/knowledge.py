@@ -26,10 +26,12 @@ from typing import Iterator, Sequence
 from rag.calibrate import Calibration, CalibrationCache
 from rag.chunk import chunking_id
 from rag.config import Config
-from rag.embed import Embedder, make_embedder
+from rag.embed import Embedder, embed_query, make_embedder
 from rag.errors import IndexLockedError, NoteWriteError, StoreError, StoreInUseError
+from rag.figure import Figure, map_svg, score_svg, side_by_side
 from rag.keyword import KeywordCache, KeywordIndex
 from rag.load import find_notes
+from rag.project import Projection, ProjectionCache, view
 from rag.retrieve import SearchResult, search
 from rag.store import Build, Store
 from rag.sync import FileStatus, SyncReport, folder_status, sync_folder
@@ -100,6 +102,7 @@ class KnowledgeBase:
         self._serving: Store | None = None
         self._keyword: dict[str, KeywordCache] = {}
         self._calibration: dict[str, CalibrationCache] = {}
+        self._projection: dict[str, ProjectionCache] = {}
         # Guards this object's state (the open generation, the caches); held only briefly, so searches go on while
         # a sync, even a long rebuild, runs under `_syncing` in another thread.
         self._lock = threading.RLock()
@@ -269,6 +272,10 @@ class KnowledgeBase:
             # beside this CLI run) sees the file change and rebuilds instead of keeping old texts.
             keyword.discard()
         self._calibration_cache(store).current(store, recheck=True)
+        projection = self._projection_cache(store)
+        if projection.in_use:
+            # Only a knowledge base whose map was drawn (here or by another process) pays for keeping it current.
+            projection.current(store, recheck=True)
 
     @property
     def cache_dir(self) -> Path:
@@ -299,6 +306,50 @@ class KnowledgeBase:
         if store.name not in self._calibration:
             self._calibration[store.name] = CalibrationCache(self.derived_dir(store) / "calibration.json")
         return self._calibration[store.name]
+
+    def _projection_cache(self, store: Store) -> ProjectionCache:
+        if store.name not in self._projection:
+            self._projection[store.name] = ProjectionCache(self.derived_dir(store) / "projection.json")
+        return self._projection[store.name]
+
+    def projection(self) -> Projection | None:
+        """Every chunk placed on the first two principal axes of the vectors (None for an empty index); fitted
+        once per build and kept beside the calibration (see `rag.project`)."""
+        with self._lock:
+            return self._projection_cache(self.store).current(self.store)
+
+    def map(self, question: str | None = None, *, k: int = 5, limit: int = 2_500) -> Figure:
+        """The map of meaning: a dot per chunk (a random `limit` of them in a larger index), coloured by note.
+
+        With a question, the question is placed on the map, the `k` sources a search returns are ringed, and the
+        best hit's cosine is set against the corpus background beside it.
+
+        Raises:
+            EmptyQuestionError: the question is blank.
+            StoreError: nothing was indexed yet, or the index holds no chunks.
+        """
+        projection = self.projection()
+        if projection is None:
+            raise StoreError("the index holds no chunks to draw; add notes and run `python -m rag index`")
+        if question is None:
+            return Figure(map_svg(view(projection, limit=limit)), "Map of the knowledge base")
+        result = self.search(question, k=k)
+        vector = embed_query(self._embedder_for(self.store.build.model), result.question)
+        shown = view(
+            projection,
+            question=result.question,
+            vector=vector,
+            sources=[hit.chunk.id for hit in result.hits],
+            limit=limit,
+        )
+        best = result.hits[0] if result.hits else None
+        score = score_svg(
+            self.calibration(),
+            best.score if best else None,
+            percentile=best.percentile if best else None,
+            confident_percentile=self.config.confident_percentile,
+        )
+        return Figure(side_by_side(map_svg(shown), score), f"Map: {result.question}")
 
     def keyword_index(self) -> KeywordIndex:
         """The BM25 index (and vector copy) of the answering generation's current chunks."""
