@@ -9,8 +9,9 @@ reads the index stays light.
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +33,21 @@ class Embedder(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text as the model sees them, special tokens included."""
         ...
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No progress bar while transformers loads weights (a tenth of a second; in a notebook it leaves a stray
+    widget behind). The switch is put back as it was, so the caller's own bars are untouched."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def embed_query(embedder: Embedder, text: str) -> np.ndarray:
@@ -99,7 +115,8 @@ class SentenceTransformerEmbedder:
 
             try:
                 # local_files_only: a name that is not on disk fails here instead of downloading (offline by design).
-                self._model = SentenceTransformer(self.location, device="cpu", local_files_only=True)
+                with quiet_loading():
+                    self._model = SentenceTransformer(self.location, device="cpu", local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
                 raise ModelError(
                     f"cannot load embedding model {self.name!r} offline ({exc}); give a local folder path "

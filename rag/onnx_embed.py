@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rag.config import DEFAULT_MODEL
+from rag.embed import quiet_loading
 from rag.errors import ModelError
 
 # Bump when the exported graph changes (inputs, pooling, fusion): older cached exports are then ignored.
@@ -175,7 +176,8 @@ def export_model(folder: Path, target: Path, *, max_tokens: int) -> None:
     pooling = _pooling(folder)
     try:
         # Eager attention exports as plain MatMul/Softmax, which onnxruntime's optimiser fuses into one Attention op.
-        model = AutoModel.from_pretrained(str(folder), attn_implementation="eager", local_files_only=True).eval()
+        with quiet_loading():
+            model = AutoModel.from_pretrained(str(folder), attn_implementation="eager", local_files_only=True).eval()
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"cannot load {folder} for the ONNX export ({exc}); set RAG_ENCODER=fp32") from exc
     graph = _pooled(model, pooling)
