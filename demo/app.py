@@ -29,6 +29,7 @@ from demo.format import (
     plain_html,
     render_markdown,
 )
+from demo.maps import map_html, score_html
 from demo.watch import FolderWatcher
 from rag.errors import NoteWriteError, RagError
 from rag.knowledge import KnowledgeBase
@@ -314,6 +315,9 @@ class ChatLayout:
     note_form: NoteForm | None  # None when read-only
     status: Any
     timer: Any
+    score: Any  # the best score against the corpus background, under the sources
+    map_tab: Any
+    map: Any
     last_answer: Any  # gr.State holding the last Answer, for "Save answer as note"
 
 
@@ -401,6 +405,9 @@ def _side_column(service: ChatService) -> dict[str, Any]:
     with gr.Tabs():
         with gr.Tab("Sources", id="sources"):
             sources = gr.HTML(format_sources(None), elem_id="rag-sources")
+            score = gr.HTML("", elem_id="rag-score-picture")
+        with gr.Tab("Map", id="map") as map_tab:
+            map_picture = gr.HTML("", elem_id="rag-map")
         if not service.read_only:
             with gr.Tab("Add a note", id="add-note"):
                 note_form = NoteForm(
@@ -413,7 +420,15 @@ def _side_column(service: ChatService) -> dict[str, Any]:
         with gr.Tab("Index", id="index"):
             status = gr.HTML("", elem_id="rag-status")
             timer = gr.Timer(2.0)
-    return {"sources": sources, "note_form": note_form, "status": status, "timer": timer}
+    return {
+        "sources": sources,
+        "note_form": note_form,
+        "status": status,
+        "timer": timer,
+        "score": score,
+        "map_tab": map_tab,
+        "map": map_picture,
+    }
 
 
 class ChatEvents:
@@ -469,6 +484,14 @@ class ChatEvents:
         except RagError as exc:
             return format_notice(str(exc), ok=False)
 
+    def on_pictures(self, answer: Answer | None) -> tuple[str, str]:
+        """The map (the answer's question on it, its sources ringed) and the best score against the background."""
+        result = answer.result if answer is not None else None
+        return map_html(self.service.kb, result), score_html(self.service.kb, result)
+
+    def on_map(self, answer: Answer | None) -> str:
+        return map_html(self.service.kb, answer.result if answer is not None else None)
+
     def on_clear(self) -> tuple[Any, ...]:
         return [], format_sources(None), None, ""
 
@@ -481,11 +504,19 @@ def wire_events(app: Any, ui: ChatLayout, events: ChatEvents) -> None:
         "outputs": [ui.chatbot, ui.sources, ui.question, ui.last_answer],
         "api_visibility": "private",
     }
-    ui.ask.click(**ask_args)
-    ui.question.submit(**ask_args)
+    pictures: dict[str, Any] = {
+        "fn": events.on_pictures,
+        "inputs": [ui.last_answer],
+        "outputs": [ui.map, ui.score],
+        "show_progress": "hidden",
+        "api_visibility": "private",
+    }
+    ui.ask.click(**ask_args).then(**pictures)
+    ui.question.submit(**ask_args).then(**pictures)
+    ui.map_tab.select(events.on_map, inputs=[ui.last_answer], outputs=[ui.map], api_visibility="private")
     ui.clear.click(
         events.on_clear, outputs=[ui.chatbot, ui.sources, ui.last_answer, ui.save_notice], api_visibility="private"
-    )
+    ).then(**pictures)
     if ui.save_answer is not None:
         ui.save_answer.click(
             events.on_save_answer, inputs=[ui.last_answer], outputs=[ui.save_notice], api_visibility="private"

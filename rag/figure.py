@@ -3,9 +3,9 @@
 Pure functions from `rag.project.MapView` and `rag.calibrate.Calibration` to self-contained SVG: no script, no
 font or style sheet from anywhere (the browser's own sans-serif), every value taken from a note escaped, hover
 text as SVG `<title>` elements. A `Figure` displays itself in a notebook and saves as .svg or .html. Classes on
-the marks (`rag-point`, `rag-question`, `rag-source`, `rag-best`, `rag-bar`) are hooks for tests; the look is in
-presentation attributes, so a sanitiser that drops classes changes nothing visible. `map` is the one-call
-version for notebooks, like `rag.ask`.
+the marks (`rag-point`, `rag-question`, `rag-source`, `rag-background`, `rag-best`, `rag-bar`) are hooks for
+tests; the look is in presentation attributes, so a sanitiser that drops classes changes nothing visible.
+`map` is the one-call version for notebooks, like `rag.ask`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rag.project import MapView
 if TYPE_CHECKING:
     from rag.calibrate import Calibration
     from rag.config import Config
+    from rag.retrieve import SearchResult
 
 # Colour-blind-safe palette (Okabe-Ito, then Tableau); notes beyond it reuse colours, and the legend says so.
 PALETTE = (
@@ -194,7 +195,7 @@ def score_svg(
     """The corpus background (similarities of random chunk pairs from different notes) as a histogram, the best
     hit's cosine marked and the confident bar (the background's `confident_percentile` quantile) drawn."""
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="rag-score" width="{width}" height="{height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="rag-background" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="Best score against the corpus background" '
         f'{_FONT} font-size="11"><rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>'
     ]
@@ -255,8 +256,18 @@ def score_svg(
     return "".join(parts)
 
 
+def score_picture(calibration: Calibration | None, result: SearchResult, *, confident_percentile: float = 95.0) -> str:
+    """`score_svg` for a search result's best hit; empty when it found nothing."""
+    if not result.hits:
+        return ""
+    best = result.hits[0]
+    return score_svg(calibration, best.score, percentile=best.percentile, confident_percentile=confident_percentile)
+
+
 def side_by_side(left: str, right: str, *, gap: int = 12, right_top: int = 40) -> str:
-    """Two SVG pictures as one: `right` beside `left`, `right_top` pixels down."""
+    """Two SVG pictures as one: `right` beside `left`, `right_top` pixels down (`left` alone if `right` is empty)."""
+    if not right:
+        return left
 
     def size(svg: str) -> tuple[int, int]:
         head = svg[: svg.index(">")]

@@ -28,10 +28,10 @@ from rag.chunk import chunking_id
 from rag.config import Config
 from rag.embed import Embedder, embed_query, make_embedder
 from rag.errors import IndexLockedError, NoteWriteError, StoreError, StoreInUseError
-from rag.figure import Figure, map_svg, score_svg, side_by_side
+from rag.figure import Figure, map_svg, score_picture, side_by_side
 from rag.keyword import KeywordCache, KeywordIndex
 from rag.load import find_notes
-from rag.project import Projection, ProjectionCache, view
+from rag.project import MapView, Projection, ProjectionCache, view
 from rag.retrieve import SearchResult, search
 from rag.store import Build, Store
 from rag.sync import FileStatus, SyncReport, folder_status, sync_folder
@@ -318,37 +318,33 @@ class KnowledgeBase:
         with self._lock:
             return self._projection_cache(self.store).current(self.store)
 
-    def map(self, question: str | None = None, *, k: int = 5, limit: int = 2_500) -> Figure:
-        """The map of meaning: a dot per chunk (a random `limit` of them in a larger index), coloured by note.
+    def map_view(self, result: SearchResult | None = None, *, limit: int = 2_500) -> MapView | None:
+        """What the map shows (None for an empty index): a dot per chunk, a random `limit` of them in a larger
+        index; with a search `result`, its question placed (one encode, one matrix product) and its hits ringed."""
+        projection = self.projection()
+        if projection is None:
+            return None
+        if result is None:
+            return view(projection, limit=limit)
+        vector = embed_query(self._embedder_for(self.store.build.model), result.question)
+        hits = [hit.chunk.id for hit in result.hits]
+        return view(projection, question=result.question, vector=vector, sources=hits, limit=limit)
 
-        With a question, the question is placed on the map, the `k` sources a search returns are ringed, and the
-        best hit's cosine is set against the corpus background beside it.
+    def map(self, question: str | None = None, *, k: int = 5, limit: int = 2_500) -> Figure:
+        """The map of meaning as a picture (see `map_view`); with a question, its best hit's cosine is set against
+        the corpus background beside the map.
 
         Raises:
             EmptyQuestionError: the question is blank.
             StoreError: nothing was indexed yet, or the index holds no chunks.
         """
-        projection = self.projection()
-        if projection is None:
+        result = None if question is None else self.search(question, k=k)
+        shown = self.map_view(result, limit=limit)
+        if shown is None:
             raise StoreError("the index holds no chunks to draw; add notes and run `python -m rag index`")
-        if question is None:
-            return Figure(map_svg(view(projection, limit=limit)), "Map of the knowledge base")
-        result = self.search(question, k=k)
-        vector = embed_query(self._embedder_for(self.store.build.model), result.question)
-        shown = view(
-            projection,
-            question=result.question,
-            vector=vector,
-            sources=[hit.chunk.id for hit in result.hits],
-            limit=limit,
-        )
-        best = result.hits[0] if result.hits else None
-        score = score_svg(
-            self.calibration(),
-            best.score if best else None,
-            percentile=best.percentile if best else None,
-            confident_percentile=self.config.confident_percentile,
-        )
+        if result is None:
+            return Figure(map_svg(shown), "Map of the knowledge base")
+        score = score_picture(self.calibration(), result, confident_percentile=self.config.confident_percentile)
         return Figure(side_by_side(map_svg(shown), score), f"Map: {result.question}")
 
     def keyword_index(self) -> KeywordIndex:
