@@ -88,9 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    # bm25s sets its own logger to DEBUG and would print "Building index from tokens" at every sync.
-    for noisy in ("httpx", "chromadb", "sentence_transformers", "watchdog", "bm25s"):
+    for noisy in ("httpx", "chromadb", "sentence_transformers", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bm25s sets its own logger to DEBUG when it is imported (later than this), and would print "Building index
+    # from tokens" at every sync: the handler drops its records below warnings instead.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING or not record.name.startswith("bm25s"))
 
     import uvicorn
 
