@@ -19,6 +19,7 @@ import numpy as np
 
 from rag.chunk import context_line
 from rag.project import MapView
+from rag.render import score_svg
 
 if TYPE_CHECKING:
     from rag.calibrate import Calibration
@@ -178,80 +179,6 @@ def map_svg(view: MapView, *, width: int = 640, height: int = 480) -> str:
             f'<text x="{width - right}" y="{height - 6}" text-anchor="end" font-size="11">'
             "red star: your question; rings: its sources, numbered</text>"
         )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def score_svg(
-    calibration: Calibration | None,
-    best: float | None,
-    *,
-    percentile: float | None = None,
-    confident_percentile: float = 95.0,
-    width: int = 360,
-    height: int = 150,
-    bins: int = 40,
-) -> str:
-    """The corpus background (similarities of random chunk pairs from different notes) as a histogram, the best
-    hit's cosine marked and the confident bar (the background's `confident_percentile` quantile) drawn."""
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="rag-background" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="Best score against the corpus background" '
-        f'{_FONT} font-size="11"><rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>'
-    ]
-    if calibration is None or not calibration.quantiles:
-        parts.append(
-            '<text x="8" y="20">No background yet: a corpus of fewer than two notes is not calibrated,</text>'
-            '<text x="8" y="36">so the confident bar is a fixed cosine similarity.</text></svg>'
-        )
-        return "".join(parts)
-    quantiles = np.asarray(calibration.quantiles, dtype=np.float64)
-    grid = np.linspace(0.0, 100.0, len(quantiles))
-    bar = float(np.interp(confident_percentile, grid, quantiles))
-    lo = min(float(quantiles[0]), best if best is not None else 1.0, bar)
-    hi = max(float(quantiles[-1]), best if best is not None else -1.0, bar)
-    span = (hi - lo) or 1.0
-    lo, hi = lo - 0.03 * span, hi + 0.03 * span
-    # Each saved quantile stands for an equal share of the pairs, so counting them per bin gives the histogram.
-    counts, edges = np.histogram(quantiles, bins=bins, range=(lo, hi))
-    left, right, top, bottom = 10, 10, 30, 34
-    plot_w, plot_h = width - left - right, height - top - bottom
-    peak = max(int(counts.max()), 1)
-
-    def sx(x: float) -> float:
-        return round(left + (x - lo) / (hi - lo) * plot_w, 1)
-
-    step = plot_w / bins
-    for i, count in enumerate(counts):
-        h = round(count / peak * plot_h, 1)
-        parts.append(
-            f'<rect x="{round(left + i * step, 1)}" y="{round(top + plot_h - h, 1)}" width="{round(step - 1, 1)}" '
-            f'height="{h}" fill="#9bb7d4"/>'
-        )
-    parts.append(
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#666"/>'
-        f'<text x="{left}" y="{top + plot_h + 13}">{lo:.2f}</text>'
-        f'<text x="{left + plot_w}" y="{top + plot_h + 13}" text-anchor="end">{hi:.2f}</text>'
-        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" fill="#555">cosine similarity of '
-        f"{calibration.pairs:,} random chunk pairs from different notes</text>"
-    )
-    bx = sx(bar)
-    parts.append(
-        f'<g class="rag-bar"><line x1="{bx}" y1="{top - 4}" x2="{bx}" y2="{top + plot_h}" stroke="#444" '
-        f'stroke-width="1.5" stroke-dasharray="4 3"/><title>confident bar: {confident_percentile:g}th percentile '
-        f"of the background = {bar:.3f}</title></g>"
-    )
-    headline = f"confident bar p{confident_percentile:g} = {bar:.2f}"
-    if best is not None:
-        x = sx(best)
-        where = f" (p{percentile:.1f})" if percentile is not None else ""
-        colour = "#1a7f37" if best >= bar else "#d62728"
-        parts.append(
-            f'<g class="rag-best"><line x1="{x}" y1="{top - 4}" x2="{x}" y2="{top + plot_h}" stroke="{colour}" '
-            f'stroke-width="3"/><title>best hit: cosine {best:.3f}{where}</title></g>'
-        )
-        headline = f"best hit {best:.2f}{where}; " + headline
-    parts.append(f'<text x="{left}" y="14" font-size="12" font-weight="bold">{escape(headline)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

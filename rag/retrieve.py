@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rag.chunk import Chunk, heading_text
 from rag.embed import Embedder, embed_query
 from rag.errors import ConfigError, EmptyQuestionError
-from rag.render import hits_table, result_html
+from rag.render import hits_table, result_html, score_svg
 from rag.store import Store
 
 if TYPE_CHECKING:
@@ -93,6 +93,8 @@ class SearchResult:
     reason: str = ""
     confident_by: str = "score"
     confident_at: float = 0.4
+    # The corpus background the percentiles came from, for the score picture; not part of the JSON.
+    calibration: Calibration | None = field(default=None, repr=False, compare=False)
 
     def weak(self, hit: Hit) -> bool:
         """Whether `hit` falls below the bar a confident match must reach (the UIs mark such hits)."""
@@ -112,8 +114,15 @@ class SearchResult:
         }
 
     def _repr_html_(self) -> str:
-        """The question and a table of scored sources, so a result displays itself in a notebook."""
-        return result_html(self.to_dict())
+        """The question, a table of scored sources and, for a calibrated corpus, the best score against its
+        background, so a result displays itself in a notebook."""
+        html = result_html(self.to_dict())
+        if self.calibration is None or not self.hits:
+            return html
+        best = self.hits[0]
+        bar = self.confident_at if self.confident_by == "percentile" else 95.0
+        picture = score_svg(self.calibration, best.score, percentile=best.percentile, confident_percentile=bar)
+        return f'<div>{html}<div style="margin-top:8px">{picture}</div></div>'
 
 
 def clean_question(question: str) -> str:
@@ -175,7 +184,13 @@ def search(
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     return SearchResult(
-        question.strip(), verdict.confident, hits, verdict.reason, verdict.confident_by, verdict.confident_at
+        question.strip(),
+        verdict.confident,
+        hits,
+        verdict.reason,
+        verdict.confident_by,
+        verdict.confident_at,
+        calibration=calibration,
     )
 
 

@@ -112,3 +112,19 @@ def test_prose_drops_leading_heading_lines_only() -> None:
     assert prose("# Only a heading") == "# Only a heading"
     html = hits_table([make_hit(text="# Cosine\n\nBody text.").to_dict()])
     assert "Body text." in html and "# Cosine" not in html
+
+
+def test_a_calibrated_result_shows_its_best_score_against_the_background() -> None:
+    from rag.calibrate import Calibration
+
+    background = Calibration(quantiles=[round(-0.1 + 0.0006 * i, 4) for i in range(1001)], pairs=500, chunks=40)
+    hits = [make_hit(0.62, percentile=99.0)]
+    verdict = judge(hits, calibrated=True, score_bar=0.4, percentile_bar=95.0)
+    result = dataclasses.replace(verdict, question="q", hits=hits, calibration=background)
+    html = result._repr_html_()
+    assert html.startswith("<div>" + result_html(result.to_dict()))
+    assert 'class="rag-background"' in html and 'class="rag-best"' in html and 'class="rag-bar"' in html
+    assert "best hit 0.62 (p99.0); confident bar p95 = 0.47" in html
+    assert "calibration" not in result.to_dict(), "the background stays out of the JSON"
+    plain = dataclasses.replace(result, calibration=None)._repr_html_()
+    assert plain == result_html(result.to_dict()) and "<svg" not in plain
