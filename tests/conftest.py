@@ -109,4 +109,4 @@ def collection_name(request: pytest.FixtureRequest) -> str:
 
 
 # The web chat's live-server fixtures, shared by tests/test_web_*.py.
-from .web_fixtures import live_chat, live_kb  # noqa: E402, F401
+from .web_fixtures import browser, live_chat, live_kb  # noqa: E402, F401

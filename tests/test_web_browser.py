@@ -6,27 +6,16 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from playwright.sync_api import expect
 
-from .web_fixtures import LiveChat, launch_chromium, wait_for
+from .web_fixtures import LiveChat, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORE = re.compile(r"^-?\d\.\d\d$")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from demo.app import MAX_K
 from demo.server import body_limit, create_server
 from demo.settings import ServerSettings
 
-from .web_fixtures import LiveChat, ServerThread, launch_chromium, wait_for
+from .web_fixtures import LiveChat, ServerThread, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -318,16 +318,6 @@ def test_fastapi_docs_pages_are_off_and_the_schema_is_plain_json(live_chat: Live
 
 
 # --- In a browser ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 ATTACK_PAGE = """<!doctype html>

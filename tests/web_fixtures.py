@@ -103,3 +103,14 @@ def live_chat(live_kb: KnowledgeBase) -> Iterator[LiveChat]:
     watcher.sync()
     with watcher, ServerThread(create_server(live_kb, watcher=watcher)) as server:
         yield LiveChat(server.url, live_kb, watcher, Path(live_kb.config.knowledge_dir))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium for one test module, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
