@@ -137,8 +137,11 @@ def evaluate(beir: Beir, run: dict) -> dict[str, float]:
 
 
 def latency(kb: KnowledgeBase, beir: Beir, *, mode: str, limit: int, repeats: int = 1) -> dict[str, float]:
-    """Warm per-query time of a user's search (k=5) through the library, after one untimed warm-up."""
+    """Warm per-query time of a user's search (k=5) through the library, after one untimed warm-up; nothing (the
+    timing is skipped) when `limit` or `repeats` is zero."""
     questions = list(beir.queries.values())[:limit]
+    if not questions or repeats < 1:
+        return {}
     kb.search(questions[0], k=LATENCY_K, mode=mode)
     times = []
     for _ in range(repeats):

@@ -62,6 +62,19 @@ def test_retrieval_benchmark_smoke_run(tmp_path: Path, rag_cache_dir: Path) -> N
     assert result["ingest"]["fp32"]["chunks_per_s"] > 0
     assert "| fp32 | hybrid |" in done.stdout
 
+    # A zero skips the timing (it used to stop with an IndexError); the index built above is reused.
+    untimed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "retrieval.py"), *args, "--json-out", str(out), "--encoders", "fp32"]
+        + ["--latency-queries", "0"],
+        capture_output=True,
+        text=True,
+        env=child_env(cache_dir=rag_cache_dir),
+        timeout=1500,
+    )
+    assert untimed.returncode == 0, untimed.stderr
+    rows = json.loads(out.read_text())["runs"]
+    assert len(rows) == 3 and not any("p50_ms" in r for r in rows) and all(r["recall@10"] == 1.0 for r in rows)
+
 
 @pytest.mark.slow
 def test_calibration_benchmark_smoke_run(tmp_path: Path, rag_cache_dir: Path) -> None:
