@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import string
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
@@ -43,15 +44,39 @@ class Passage:
     relevance: float
 
 
-# CommonMark without raw HTML: any tag in a note is escaped into visible text; links are checked by markdown-it
-# (no javascript:, vbscript:, file: or data: URLs); images are off, so a note cannot make the page fetch anything.
+# The schemes a link in a note may lead to; a link without one (`#part`, `notes/a.md`) is relative and fine.
+_LINK_SCHEMES = frozenset({"http", "https", "mailto"})
+_SCHEME = re.compile(r"([a-z][a-z0-9+.-]*):", re.IGNORECASE)
+_URL_IGNORED = re.compile(r"[\t\n\r]")
+
+
+class _NoteMarkdown(MarkdownIt):
+    """markdown-it that keeps a link only to an http, https or mailto URL or a relative one.
+
+    markdown-it's own check refuses javascript:, vbscript:, file: and most data: URLs but keeps data:image ones
+    and every scheme it does not know, which a browser may hand to another program.
+    """
+
+    def validateLink(self, url: str) -> bool:
+        # Read as a browser reads a URL: tabs and newlines dropped, leading controls and spaces stripped.
+        bare = _URL_IGNORED.sub("", url).lstrip("".join(map(chr, range(0x21))))
+        scheme = _SCHEME.match(bare)
+        return scheme is None or scheme.group(1).lower() in _LINK_SCHEMES
+
+
+# CommonMark without raw HTML: any tag in a note is escaped into visible text; links lead only to web pages, mail
+# or elsewhere on the page; images are off, so a note cannot make the page fetch anything.
 # Tables and strikethrough as in GitHub Markdown.
 _MARKDOWN = (
-    MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    _NoteMarkdown("commonmark", {"html": False, "linkify": False, "typographer": False})
     .enable(["table", "strikethrough"])
     .disable("image")
 )
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
+_BACKTICKS = re.compile(r"`+")
+_LINE_END = re.compile(r"[\r\n]")
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_ASCII_PUNCTUATION = frozenset(string.punctuation)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[*_A-Z0-9])")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -75,15 +100,57 @@ def escape_markdown_html(text: str) -> str:
     """Markdown source with `&`, `<` and `>` made into entities outside code spans, for the Markdown answer that
     the JSON API returns to renderers we do not control. The chat itself never relies on it: it renders that
     Markdown with `render_markdown`.
+
+    A code span is left as it is only where every CommonMark renderer sees the same span, since its `<` stays
+    raw: a backslash-escaped backtick opens none, a span never runs past the end of a line (the next line may
+    start a block that ends the paragraph), and after a link's `](` or a definition's `]:` no span is kept (a
+    destination or title may hold backticks). Every other backtick is escaped, so no span opens here and closes
+    in the text placed after it; a backslash that escapes nothing is doubled, so it cannot escape what follows.
     """
     out: list[str] = []
-    last = 0
-    for match in _CODE_SPAN.finditer(text):
-        out.append(html.escape(text[last : match.start()], quote=False))
-        out.append(match.group(0))
-        last = match.end()
-    out.append(html.escape(text[last:], quote=False))
+    spans = True
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            following = text[i + 1 : i + 2]
+            if following and following in _ASCII_PUNCTUATION:
+                # `\<` shows `<`, and so does `&lt;`; any other escape stays as the note wrote it.
+                out.append(_ENTITIES.get(following, char + following))
+                i += 2
+            else:
+                out.append("\\\\")
+                i += 1
+            continue
+        if char == "`":
+            run = len(_BACKTICKS.match(text, i).group())  # type: ignore[union-attr]
+            end = _closing_backticks(text, i + run, run) if spans else None
+            if end is None:
+                out.append("\\`" * run)
+                i += run
+            else:
+                out.append(text[i:end])
+                i = end
+            continue
+        if char == "]" and text[i + 1 : i + 2] in ("(", ":"):
+            spans = False
+        out.append(_ENTITIES.get(char, char))
+        i += 1
     return "".join(out)
+
+
+def _closing_backticks(text: str, start: int, length: int) -> int | None:
+    """Where the code span opened by `length` backticks before `start` ends, if it closes on the same line."""
+    line_end = _LINE_END.search(text, start)
+    for run in _BACKTICKS.finditer(text, start, line_end.start() if line_end else len(text)):
+        if len(run.group()) == length:
+            return run.end()
+    return None
+
+
+def _one_line(text: str) -> str:
+    """Text placed inside a line of Markdown (a quote, a title) on one line, so it starts no block of its own."""
+    return _LINE_BREAKS.sub(" ", text).strip()
 
 
 def split_sentences(markdown: str) -> list[str]:
@@ -166,7 +233,7 @@ def compose_answer(result: SearchResult, passages: Sequence[Passage]) -> str:
         )
     lines: list[str] = []
     if not result.confident:
-        reason = escape_markdown_html(result.reason[:1].upper() + result.reason[1:])
+        reason = escape_markdown_html(_one_line(result.reason[:1].upper() + result.reason[1:]))
         lines.append(
             f"**No confident match.** {reason}, so the notes may not answer this. The nearest passages, marked *weak*:"
         )
@@ -196,16 +263,16 @@ def _passage_paragraphs(passages: Sequence[Passage], *, weak: bool) -> list[str]
             out.append("")
             group = []
         if passage is not None:
-            group.append(escape_markdown_html(passage.text))
+            group.append(escape_markdown_html(_one_line(passage.text)))
             current = number
     return out[:-1] if out else out
 
 
 def _source_line(hit: Hit) -> str:
     chunk = hit.chunk
-    title = escape_markdown_html(context_line(chunk.title or chunk.source, chunk.heading))
-    # Inside a code span Markdown shows characters literally; only a backtick could end it early.
-    where = chunk.location.replace("`", "'")
+    title = escape_markdown_html(_one_line(context_line(chunk.title or chunk.source, chunk.heading)))
+    # Inside a code span Markdown shows characters literally; only a backtick or a blank line could end it early.
+    where = _one_line(chunk.location).replace("`", "'")
     return f"**{title}** — `{where}`"
 
 
