@@ -8,18 +8,20 @@ comment, declaration or CDATA, no raw `<` in text. Hypothesis feeds it note bodi
 paths and questions built from nasty fragments (raw tags, script and event handlers, comments, entities,
 backslash-escaped backticks, code spans around tags, autolinks and links to `javascript:` and `data:`, images,
 reference links, HTML blocks), with a fixed number of examples and derandomised, so every run tests the same
-cases. The named cases also run one by one, and a browser test serves the real chat in Chromium with a note
-holding the nastiest ones.
+cases. The answer's Markdown, which the JSON API returns as it is, must also hold no raw HTML for a renderer that
+allows it. The named cases also run one by one, and a browser test (slow) serves the real chat to Chromium with
+a note holding the nastiest ones.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import shutil
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -622,3 +624,160 @@ def test_widget_writes_note_text_only_as_text() -> None:
     ):
         assert sink not in script, sink
     assert 'if (key === "text") el.textContent = value;' in script
+
+
+# --- In the browser ----------------------------------------------------------------------------------------------
+
+# Each payload sets `window.__xss` (and opens a dialog where it can) if it ever runs.
+BROWSER_TITLE = "Wombat <img src=x onerror=\"window.__xss='title'\"> \\`<b>t</b>`"
+BROWSER_TAGS = ["<script>window.__xss='tag'</script>", "x\" onmouseover=\"window.__xss='tag'"]
+BROWSER_HEADING = "Payloads <svg onload=\"window.__xss='heading'\">"
+BROWSER_QUESTION = "How did the backslash backtick <img src=x onerror=\"window.__xss='question'\"> trick fool wombats?"
+# Shown as text, verbatim, somewhere in the note's full chunks.
+VISIBLE = {
+    "script": "<script>window.__xss='script';alert('script')</script>",
+    "backtick": "<img src=x onerror=\"window.__xss='backtick';alert('backtick')\">",
+    "svg": '<svg onload="window.__xss=\'svg\'"><circle r="9"></circle></svg>',
+    "iframe": "<iframe srcdoc=\"<script>parent.__xss='iframe'</script>\"></iframe>",
+    "link": "[click](javascript:window.__xss='link')",
+    "mixed case link": "[case](  JaVaScRiPt:window.__xss='case')",
+    "data link": "[data](data:text/html;base64,PHNjcmlwdD5wYXJlbnQuX194c3M9MTwvc2NyaXB0Pg==)",
+    "autolink": "<javascript:window.__xss='autolink'>",
+    "comment": "<!-- <script>window.__xss='comment'</script> -->",
+    "html block": '<div onmouseover="window.__xss=\'block\'" style="position:fixed;inset:0">an HTML block</div>',
+    "fence": "<script>window.__xss='fence'</script>",
+}
+PIXEL = "http://127.0.0.1:9/pixel.png"
+BROWSER_BODY = f"""# Wombat payloads
+
+## {BROWSER_HEADING}
+
+The old escaper was fooled by the backslash backtick trick a \\`{VISIBLE["backtick"]}` b in wombat prose.
+
+Wombat payloads hide a script like {VISIBLE["script"]} inside plain prose sentences.
+
+Wombat payloads also carry {VISIBLE["svg"]} and {VISIBLE["iframe"]} as plain text.
+
+Wombat links such as {VISIBLE["link"]} and {VISIBLE["mixed case link"]} never become links.
+
+Neither do wombat links to {VISIBLE["data link"]} or {VISIBLE["autolink"]} in the notes.
+
+Wombat images like ![pixel]({PIXEL}) are never fetched, and a [wombat reference][evil] goes nowhere.
+
+[evil]: javascript:window.__xss='reference'
+
+{VISIBLE["comment"]}
+
+{VISIBLE["html block"]}
+
+```html
+{VISIBLE["fence"]}
+```
+"""
+
+# Looked for inside the answer, the question and the source cards (Gradio's own buttons and icons live outside).
+FIND_INJECTED = """([roots, allowed]) => {
+  const banned = [];
+  const schemes = /^([a-z][a-z0-9+.-]*):/i;
+  for (const root of roots) {
+    for (const el of root.querySelectorAll("*")) {
+      const tag = el.tagName.toLowerCase();
+      if (!allowed.includes(tag)) banned.push(`<${tag}>`);
+      for (const attr of el.attributes) {
+        const name = attr.name.toLowerCase();
+        if (name.startsWith("on") || ["src", "srcdoc", "srcset", "formaction", "xlink:href"].includes(name)) {
+          banned.push(`<${tag} ${name}>`);
+        }
+        const scheme = name === "href" && attr.value.replace(/[\\t\\n\\r]/g, "").trim().match(schemes);
+        if (scheme && !["http", "https", "mailto"].includes(scheme[1].toLowerCase())) {
+          banned.push(`<${tag} href=${attr.value}>`);
+        }
+      }
+    }
+  }
+  return banned;
+}"""
+
+
+@pytest.fixture(scope="module")
+def nasty_chat(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[str]:
+    """The real chat served over HTTP on a folder of two starter notes and one note full of payloads."""
+    import yaml
+
+    from demo.server import create_server
+    from rag.config import Config
+    from rag.knowledge import KnowledgeBase
+
+    from .web_fixtures import ServerThread
+
+    root = tmp_path_factory.mktemp("html-safety")
+    knowledge = root / "knowledge"
+    knowledge.mkdir()
+    for name in ("cosine-similarity.md", "word2vec.md"):
+        shutil.copyfile(ROOT / "knowledge" / name, knowledge / name)
+    front = yaml.safe_dump({"title": BROWSER_TITLE, "tags": BROWSER_TAGS}, allow_unicode=True)
+    (knowledge / "wombat.md").write_text(f"---\n{front}---\n{BROWSER_BODY}", encoding="utf-8")
+    # The model's whole window per chunk, so each payload stays whole in one chunk beside the long title.
+    config = Config(knowledge_dir=knowledge, db_dir=root / "db", chunk_tokens=256)
+    kb = KnowledgeBase(config, embedder=embedder)
+    report = kb.sync()
+    assert report.notes == 3 and not report.skipped, report
+    with ServerThread(create_server(kb)) as server:
+        yield server.url
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_payloads_in_a_note_show_as_text_in_the_browser_and_never_run(nasty_chat: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from .web_fixtures import launch_chromium, wait_for
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(nasty_chat)
+            page.locator("#rag-question textarea").wait_for()
+
+            page.locator("#rag-question textarea").fill(BROWSER_QUESTION)
+            page.locator("#rag-ask").click()
+            wait_for(lambda: page.locator("#rag-chat .message-row").count() >= 2, timeout=60)
+            page.locator("#rag-sources .rag-card").first.wait_for(timeout=60_000)
+            cards = page.locator("#rag-sources .rag-card[data-source='wombat.md']")
+            assert page.locator("#rag-sources .rag-card").first.get_attribute("data-source") == "wombat.md"
+
+            def injected() -> list[str]:
+                # A closed disclosure still holds its chunk in the DOM, so this sees everything at once.
+                roots = page.locator("#rag-chat .message-content, #rag-sources").element_handles()
+                assert len(roots) >= 3  # the question, the answer and the cards
+                return page.evaluate(FIND_INJECTED, [roots, sorted(CARDS)])
+
+            assert injected() == []
+            for summary in cards.locator("details summary").all():
+                summary.click()
+            page.wait_for_timeout(500)  # time for any handler that got in to fire
+
+            # Everything is there, as text.
+            assert page.locator("#rag-chat .message-row").first.inner_text().strip() == BROWSER_QUESTION
+            answer = page.locator("#rag-chat .message-row").last.inner_text()
+            assert VISIBLE["backtick"] in answer and "wombat.md:" in answer
+            assert cards.first.locator(".rag-title").inner_text() == BROWSER_TITLE
+            assert cards.first.locator(".rag-tag").all_inner_texts() == BROWSER_TAGS
+            assert BROWSER_HEADING in cards.first.locator(".rag-heading").inner_text()
+            # HTML shows a run of spaces as one.
+            chunks = " ".join(" ".join(cards.locator("details[open] .rag-chunk-body").all_inner_texts()).split())
+            missing = [name for name, text in VISIBLE.items() if " ".join(text.split()) not in chunks]
+            assert not missing, f"{missing} not shown as text in\n{chunks}"
+
+            # Nothing ran, nothing was injected, nothing was fetched.
+            assert injected() == []
+            assert page.evaluate("typeof window.__xss") == "undefined"
+            assert dialogs == []
+            assert PIXEL not in requests and not [url for url in requests if url.startswith("data:")]
+        finally:
+            browser.close()
