@@ -1,5 +1,6 @@
 """A local knowledge base: Markdown notes loaded, chunked, embedded, stored in Chroma and retrieved by similarity."""
 
+from rag.answer import Answer, Answerer, BusyError
 from rag.chunk import CHUNKER_VERSION, Chunk, chunk_note, context_line, heading_text
 from rag.config import Config
 from rag.embed import Embedder, SentenceTransformerEmbedder, embed_query, make_embedder
@@ -15,14 +16,26 @@ from rag.errors import (
     StoreInUseError,
 )
 from rag.figure import Figure, map
+from rag.generate import AnswerWriter, ExtractiveWriter, LocalModelWriter, RemoteModelWriter, make_writer
 from rag.knowledge import KnowledgeBase, Rebuild, Status, Verification, ask, shared_knowledge_base
 from rag.load import Note, find_notes, load_note, parse_note, parse_tags
+from rag.passage import Source, gather_sources
 from rag.retrieve import Hit, SearchResult, search
 from rag.store import Build, Store
 from rag.sync import FileStatus, Skipped, SyncReport, folder_status, sync_folder
 from rag.write import NewNote, write_note
 
 __all__ = [
+    "Answer",
+    "Answerer",
+    "AnswerWriter",
+    "BusyError",
+    "ExtractiveWriter",
+    "LocalModelWriter",
+    "RemoteModelWriter",
+    "Source",
+    "gather_sources",
+    "make_writer",
     "Build",
     "CHUNKER_VERSION",
     "Chunk",

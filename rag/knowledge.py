@@ -21,7 +21,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from rag.calibrate import Calibration, CalibrationCache
 from rag.chunk import chunking_id
@@ -36,6 +36,9 @@ from rag.retrieve import SearchResult, search
 from rag.store import Build, Store
 from rag.sync import FileStatus, SyncReport, folder_status, sync_folder
 from rag.write import NewNote, write_note
+
+if TYPE_CHECKING:
+    from rag.answer import Answerer
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class KnowledgeBase:
             self._embedders[embedder.name] = embedder
         self._embedder = embedder
         self._serving: Store | None = None
+        self._answerer: Answerer | None = None
         self._keyword: dict[str, KeywordCache] = {}
         self._calibration: dict[str, CalibrationCache] = {}
         self._projection: dict[str, ProjectionCache] = {}
@@ -356,6 +360,17 @@ class KnowledgeBase:
         """The corpus's background similarities (None for a corpus of fewer than two notes)."""
         with self._lock:
             return self._calibration_cache(self.store).current(self.store)
+
+    @property
+    def answerer(self) -> Answerer:
+        """The answer writer of this knowledge base (`config.llm` / `llm_url`, else extractive), made on first
+        use and shared, so a model loads once per process."""
+        from rag.answer import Answerer
+
+        with self._lock:
+            if self._answerer is None:
+                self._answerer = Answerer(self)
+            return self._answerer
 
     def search(
         self, question: str, *, k: int = 5, min_score: float | None = None, mode: str | None = None
