@@ -21,7 +21,7 @@ from rag.errors import ConfigError, RagError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m demo",
-        description="Serve the knowledge chat: answers quoted from your notes, with a similarity score per source.",
+        description="Serve the knowledge chat: answers from your notes with checked citations and a score per source.",
     )
     parser.add_argument("--host", help="address to listen on (RAG_HOST; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (RAG_PORT; default 7860)")
@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chroma-url", metavar="URL", help="Chroma server, e.g. http://127.0.0.1:8000 (RAG_CHROMA_URL)"
     )
+    parser.add_argument("--llm", metavar="GGUF", help="answer with this GGUF model file, or 'smollm2' (RAG_LLM)")
+    parser.add_argument("--llm-url", metavar="URL", help="answer with an OpenAI-compatible server (RAG_LLM_URL)")
+    parser.add_argument("--llm-model", metavar="NAME", help="the model to ask that server for (RAG_LLM_MODEL)")
+    parser.add_argument(
+        "--llm-api-key", metavar="KEY", help="that server's API key (RAG_LLM_API_KEY; the variable keeps it out of ps)"
+    )
+    parser.add_argument("--llm-threads", type=int, metavar="N", help="llama.cpp threads (RAG_LLM_THREADS; 0: cores-1)")
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="login for the chat and the API (RAG_AUTH)")
     parser.add_argument(
         "--allowed-hosts",
@@ -67,6 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             model=args.model,
             chroma_url=args.chroma_url,
             read_only=args.read_only,
+            llm=args.llm,
+            llm_url=args.llm_url,
+            llm_model=args.llm_model,
+            llm_api_key=args.llm_api_key,
+            llm_threads=args.llm_threads,
         )
         settings = ServerSettings.from_env().replace(
             host=args.host, port=args.port, auth=args.auth, allowed_hosts=args.allowed_hosts

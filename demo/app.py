@@ -2,39 +2,36 @@
 
 `build_app` returns the Blocks and starts nothing; `demo.server.create_server` mounts it beside the JSON API and
 `python -m demo` serves it. The formatting it shows is pure and lives in `demo.format` (re-exported here).
-Answers are composed from the notes, no language model: the sentences of the top chunks closest to the
-question (by the same embedding model), each marked with its source number.
+Answers come from `KnowledgeBase.answerer` (`rag.answer`): quoted sentences by default, or written by a local
+GGUF model or an OpenAI-compatible server, every [n] checked against its source; a model's answer streams in.
 """
 
 from __future__ import annotations
 
 import html
 import os
-from dataclasses import asdict, dataclass, field
+import threading
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any, Iterator, Sequence
 
 from demo.format import (
     LEGEND,
-    Passage,
     answer_note,
     compose_answer,
     format_notice,
     format_sources,
     format_status,
-    pick_passages,
     plain_html,
     render_markdown,
 )
 from demo.maps import map_html, score_html
 from demo.watch import FolderWatcher
+from rag.answer import Answer, BusyError
 from rag.errors import NoteWriteError, RagError
 from rag.knowledge import KnowledgeBase
 from rag.load import parse_tags
-from rag.retrieve import SearchResult
 from rag.write import NewNote
 
 __all__ = [
@@ -55,7 +52,6 @@ __all__ = [
     "format_sources",
     "format_status",
     "index_status",
-    "pick_passages",
     "render_markdown",
     "theme",
     "wire_events",
@@ -78,22 +74,6 @@ EXAMPLES = [
 ]
 
 
-@dataclass(frozen=True)
-class Answer:
-    """One answered question: the search result, the quoted passages and the Markdown shown in the chat."""
-
-    result: SearchResult
-    passages: list[Passage] = field(default_factory=list)
-    markdown: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The search JSON (`python -m rag ask --json`) plus `answer` and `passages`."""
-        data = self.result.to_dict()
-        data["answer"] = self.markdown
-        data["passages"] = [asdict(p) for p in self.passages]
-        return data
-
-
 class ChatService:
     """What the UI and the APIs do, without Gradio: ask, add notes, save answers, report status."""
 
@@ -102,16 +82,33 @@ class ChatService:
         self.read_only = read_only or kb.config.read_only
         self.watcher = watcher or FolderWatcher(kb)
 
-    def ask(self, question: str, *, k: int = 5, min_score: float | None = None) -> Answer:
-        """Search, quote the best sentences, compose the answer.
+    def ask(
+        self,
+        question: str,
+        *,
+        history: Sequence[dict[str, str]] = (),
+        k: int = 5,
+        min_score: float | None = None,
+    ) -> Answer:
+        """The checked answer to `question`, given the conversation before it (see `rag.answer.Answerer`).
 
         Raises:
             EmptyQuestionError: the question is blank.
+            BusyError: too many answers are being written.
         """
-        result = self.kb.search(question, k=k, min_score=min_score)
-        passages = pick_passages(result, score=self._sentence_similarity)
-        markdown = compose_answer(result, passages)
-        return Answer(result, passages, markdown)
+        return self.kb.answerer.answer(question, history=history, k=k, min_score=min_score)
+
+    def stream(
+        self,
+        question: str,
+        *,
+        history: Sequence[dict[str, str]] = (),
+        k: int = 5,
+        min_score: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[Answer]:
+        """Drafts of the answer while a model writes it, then the checked answer."""
+        return self.kb.answerer.stream(question, history=history, k=k, min_score=min_score, stop=stop)
 
     def add_note(self, title: str, body: str, tags: Sequence[str] = (), *, name: str | None = None) -> NewNote:
         """Write a note and index it before returning, so the next question finds it.
@@ -130,18 +127,13 @@ class ChatService:
         """Store a question, its answer and its sources as a new note with a unique, dated name."""
         from slugify import slugify
 
-        title, body = answer_note(answer.result.question, answer.passages, answer.result.hits)
+        title, body = answer_note(answer)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        slug = slugify(answer.result.question, max_length=60, word_boundary=True) or "answer"
+        slug = slugify(answer.question, max_length=60, word_boundary=True) or "answer"
         return self.add_note(title, body, ["saved-answer"], name=f"answer-{slug}-{stamp}.md")
 
     def status(self) -> dict[str, Any]:
         return index_status(self.kb, self.watcher, read_only=self.read_only)
-
-    def _sentence_similarity(self, question: str, sentences: Sequence[str]) -> list[float]:
-        # The model's vectors are unit length, so a dot product is their cosine similarity.
-        vectors = self.kb.embedder.embed_batch([question, *sentences])
-        return [float(x) for x in np.asarray(vectors[1:]) @ np.asarray(vectors[0])]
 
 
 def bounded_k(k: Any) -> int:
@@ -219,7 +211,10 @@ APP_CSS = """
 .rag-num { display: inline-flex; justify-content: center; align-items: center; width: 22px; height: 22px;
   border-radius: 50%; background: var(--color-accent-soft); color: var(--color-accent); font-weight: 600;
   font-size: 0.8rem; }
-.rag-score { font-variant-numeric: tabular-nums; font-weight: 700; font-size: 1.05rem; min-width: 2.6em; }
+.rag-score { font-variant-numeric: tabular-nums; font-weight: 700; font-size: 0.95rem; white-space: nowrap; }
+.rag-relevance { font-variant-numeric: tabular-nums; font-size: 0.85rem; color: var(--body-text-color-subdued);
+  white-space: nowrap; }
+.rag-cited { border-left: 3px solid var(--color-accent); }
 .rag-rank { font-variant-numeric: tabular-nums; color: #6b7280; font-size: 0.85rem; min-width: 3.2em; }
 .rag-bar { flex: 1; height: 8px; border-radius: 4px; background: var(--neutral-200); overflow: hidden; }
 .rag-bar > span { display: block; height: 100%; border-radius: 4px; background: #16a34a; }
@@ -283,7 +278,9 @@ def build_app(
         layout = build_layout(service)
         wire_events(app, layout, ChatEvents(service))
         add_named_endpoints(service)
-    app.queue(default_concurrency_limit=2)
+    # Two events at a time, and a bounded line behind them: past it Gradio answers "queue full" at once. A model
+    # writes one answer at a time behind its own queue (`rag.answer`), which answers "busy" past its bound.
+    app.queue(default_concurrency_limit=2, max_size=16)
     return app
 
 
@@ -319,6 +316,8 @@ class ChatLayout:
     map_tab: Any
     map: Any
     last_answer: Any  # gr.State holding the last Answer, for "Save answer as note"
+    conversation: Any  # gr.State: the turns so far as {"role", "content"} messages, for follow-ups
+    stop: Any  # stops an answer a model is writing
 
 
 def build_layout(service: ChatService) -> ChatLayout:
@@ -332,12 +331,13 @@ def build_layout(service: ChatService) -> ChatLayout:
         elem_id="rag-header",
     )
     last_answer = gr.State(None)
+    conversation = gr.State([])
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=420):
             chat = _chat_column(service, [q for q, note in EXAMPLES if (knowledge / note).exists()])
         with gr.Column(scale=2, min_width=340):
             side = _side_column(service)
-    return ChatLayout(**chat, **side, last_answer=last_answer)
+    return ChatLayout(**chat, **side, last_answer=last_answer, conversation=conversation)
 
 
 def _chat_column(service: ChatService, examples: list[str]) -> dict[str, Any]:
@@ -351,8 +351,9 @@ def _chat_column(service: ChatService, examples: list[str]) -> dict[str, Any]:
         latex_delimiters=[],
         feedback_options=None,
         buttons=["copy"],
-        placeholder="Ask a question about your notes. The answer quotes them, numbered [1], [2] "
-        "by source; the sources and their scores appear on the right.",
+        placeholder="Ask a question about your notes. The answer cites them, numbered [1], [2] "
+        "by source, and marks any sentence its source does not support; the sources and their scores appear on "
+        "the right. Follow-up questions keep the thread.",
         elem_id="rag-chat",
     )
     with gr.Row(elem_id="rag-ask-row"):
@@ -366,6 +367,7 @@ def _chat_column(service: ChatService, examples: list[str]) -> dict[str, Any]:
             elem_id="rag-question",
         )
         ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="rag-ask")
+        stop = gr.Button("Stop", variant="stop", scale=1, min_width=70, elem_id="rag-stop", visible=False)
     if examples:
         gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try")
     save_answer = None
@@ -389,6 +391,7 @@ def _chat_column(service: ChatService, examples: list[str]) -> dict[str, Any]:
         "chatbot": chatbot,
         "question": question,
         "ask": ask,
+        "stop": stop,
         "clear": clear,
         "save_answer": save_answer,
         "save_notice": save_notice,
@@ -441,22 +444,53 @@ class ChatEvents:
     def __init__(self, service: ChatService) -> None:
         self.service = service
 
-    def on_ask(self, question: str, history: list[dict[str, Any]], k: float, min_score: float) -> tuple[Any, ...]:
-        """Chat history, sources, question box (cleared) and the answer kept for saving."""
+    def on_ask(
+        self, question: str, history: list[dict[str, Any]], k: float, min_score: float, turns: list[dict[str, str]]
+    ) -> Iterator[tuple[Any, ...]]:
+        """Chat history, sources, question box (cleared), the answer kept for saving, the conversation, and the
+        Stop button's visibility; a model's answer streams in, draft by draft."""
         import gradio as gr
 
-        service = self.service
         question = (question or "").strip()
         if not question:
-            return history, gr.skip(), "", gr.skip()
+            yield history, gr.skip(), "", gr.skip(), gr.skip(), gr.skip()
+            return
         history = list(history or []) + [{"role": "user", "content": plain_html(question)}]
+        stop = threading.Event()
+        answer = drafts = None
         try:
-            answer = service.ask(question, k=bounded_k(k), min_score=min_score if min_score > 0 else None)
+            drafts = self.service.stream(
+                question,
+                history=turns or [],
+                k=bounded_k(k),
+                min_score=min_score if min_score and min_score > 0 else None,
+                stop=stop,
+            )
+            for answer in drafts:
+                shown = history + [{"role": "assistant", "content": render_markdown(compose_answer(answer))}]
+                if answer.final:
+                    break
+                yield shown, gr.skip(), "", gr.skip(), gr.skip(), gr.update(visible=True)
+        except BusyError as exc:
+            history.append({"role": "assistant", "content": plain_html(f"Busy: {exc}")})
+            yield history, gr.skip(), "", None, gr.skip(), gr.update(visible=False)
+            return
         except (RagError, ValueError) as exc:
             history.append({"role": "assistant", "content": plain_html("Could not answer: " + str(exc))})
-            return history, gr.skip(), "", None
-        history.append({"role": "assistant", "content": render_markdown(answer.markdown)})
-        return history, format_sources(answer.result), "", answer
+            yield history, gr.skip(), "", None, gr.skip(), gr.update(visible=False)
+            return
+        finally:
+            # A click on Stop cancels this generator; the model then stops at its next token.
+            stop.set()
+            if drafts is not None:
+                drafts.close()
+        assert answer is not None
+        turns = list(turns or []) + [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer.text},
+        ]
+        history.append({"role": "assistant", "content": render_markdown(compose_answer(answer))})
+        yield history, format_sources(answer), "", answer, turns, gr.update(visible=False)
 
     def on_save_answer(self, answer: Answer | None) -> str:
         if answer is None:
@@ -484,6 +518,11 @@ class ChatEvents:
         except RagError as exc:
             return format_notice(str(exc), ok=False)
 
+    def on_stop(self) -> Any:
+        import gradio as gr
+
+        return gr.update(visible=False)
+
     def on_pictures(self, answer: Answer | None) -> tuple[str, str]:
         """The map (the answer's question on it, its sources ringed) and the best score against the background."""
         result = answer.result if answer is not None else None
@@ -493,15 +532,15 @@ class ChatEvents:
         return map_html(self.service.kb, answer.result if answer is not None else None)
 
     def on_clear(self) -> tuple[Any, ...]:
-        return [], format_sources(None), None, ""
+        return [], format_sources(None), None, "", []
 
 
 def wire_events(app: Any, ui: ChatLayout, events: ChatEvents) -> None:
     """Connect the layout's components to the events. Every event is private: scripts use the named endpoints."""
     ask_args: dict[str, Any] = {
         "fn": events.on_ask,
-        "inputs": [ui.question, ui.chatbot, ui.top_k, ui.min_score],
-        "outputs": [ui.chatbot, ui.sources, ui.question, ui.last_answer],
+        "inputs": [ui.question, ui.chatbot, ui.top_k, ui.min_score, ui.conversation],
+        "outputs": [ui.chatbot, ui.sources, ui.question, ui.last_answer, ui.conversation, ui.stop],
         "api_visibility": "private",
     }
     pictures: dict[str, Any] = {
@@ -511,11 +550,16 @@ def wire_events(app: Any, ui: ChatLayout, events: ChatEvents) -> None:
         "show_progress": "hidden",
         "api_visibility": "private",
     }
-    ui.ask.click(**ask_args).then(**pictures)
-    ui.question.submit(**ask_args).then(**pictures)
+    clicked = ui.ask.click(**ask_args)
+    submitted = ui.question.submit(**ask_args)
+    clicked.then(**pictures)
+    submitted.then(**pictures)
+    ui.stop.click(events.on_stop, outputs=[ui.stop], cancels=[clicked, submitted], api_visibility="private")
     ui.map_tab.select(events.on_map, inputs=[ui.last_answer], outputs=[ui.map], api_visibility="private")
     ui.clear.click(
-        events.on_clear, outputs=[ui.chatbot, ui.sources, ui.last_answer, ui.save_notice], api_visibility="private"
+        events.on_clear,
+        outputs=[ui.chatbot, ui.sources, ui.last_answer, ui.save_notice, ui.conversation],
+        api_visibility="private",
     ).then(**pictures)
     if ui.save_answer is not None:
         ui.save_answer.click(
@@ -539,11 +583,13 @@ def add_named_endpoints(service: ChatService) -> None:
     import gradio as gr
 
     def ask_api(question: str, k: int = 5, min_score: float | None = None) -> dict[str, Any]:
-        """Answer a question from the notes: the search JSON of `python -m rag ask --json` plus `answer`."""
+        """Answer a question from the notes: the JSON of `python -m rag ask --json` (hits, sources, `answer`)
+        plus `markdown`, the answer as the chat shows it."""
         try:
-            return service.ask(question, k=bounded_k(k), min_score=min_score).to_dict()
+            answer = service.ask(question, k=bounded_k(k), min_score=min_score)
         except (RagError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
+        return {**answer.result_dict(), "markdown": compose_answer(answer)}
 
     def status_api() -> dict[str, Any]:
         """Index status: notes, chunks, last sync, skipped files (key `file`) with reasons."""

@@ -12,37 +12,23 @@ from __future__ import annotations
 import html
 import re
 import string
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from markdown_it import MarkdownIt
 
+from rag.answer import Answer
 from rag.chunk import context_line, heading_text
+from rag.passage import Source
 from rag.render import PERCENTILE_HELP, percentile_label
-from rag.retrieve import Hit, SearchResult
 
 LEGEND = (
-    "Each score is the cosine similarity between your question and the chunk, both embedded by the same model: "
-    "1 means the same direction (same meaning), around 0 means unrelated. The percentile beside it (p97.3) is the "
+    "Sources are listed by relevance, the score search ranks by (in hybrid search it mixes meaning and keywords, "
+    "0.6 to 0.4, each scaled from 0 to 1 among the candidates). The cosine is the similarity between your question "
+    "and the passage, both embedded by the same model: 1 means the same direction (same meaning), around 0 means "
+    "unrelated; so a source below another may have the higher cosine. The percentile beside it (p97.3) is the "
     "share of pairs of unrelated chunks in these notes that score lower: a confident match beats nearly all of them."
 )
-
-# How many top chunks feed the composed answer, and how many sentences it quotes at most.
-ANSWER_SOURCES = 3
-ANSWER_SENTENCES = 3
-
-SentenceScorer = Callable[[str, Sequence[str]], Sequence[float]]
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One sentence quoted in an answer, with the number of the source it came from (1-based)."""
-
-    text: str
-    source_number: int
-    relevance: float
-
 
 # The schemes a link in a note may lead to; a link without one (`#part`, `notes/a.md`) is relative and fine.
 _LINK_SCHEMES = frozenset({"http", "https", "mailto"})
@@ -77,13 +63,6 @@ _LINE_END = re.compile(r"[\r\n]")
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _ASCII_PUNCTUATION = frozenset(string.punctuation)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[*_A-Z0-9])")
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from how i in is it its of on or that the this to was what when "
-    "where which who why with you your".split()
-)
 
 
 def render_markdown(text: str) -> str:
@@ -153,127 +132,62 @@ def _one_line(text: str) -> str:
     return _LINE_BREAKS.sub(" ", text).strip()
 
 
-def split_sentences(markdown: str) -> list[str]:
-    """The prose sentences of a chunk: headings, tables, code blocks and front matter are left out."""
-    paragraphs: list[list[str]] = [[]]
-    in_code = False
-    for line in markdown.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(("```", "~~~")):
-            in_code = not in_code
-            paragraphs.append([])
-            continue
-        if in_code or not stripped or stripped.startswith(("#", "|", ">", "<!--")) or line.startswith("    "):
-            paragraphs.append([])
-            continue
-        if _LIST_MARKER.match(line):
-            # A list item is its own paragraph.
-            paragraphs.append([_LIST_MARKER.sub("", line).strip()])
-            paragraphs.append([])
-            continue
-        paragraphs[-1].append(stripped)
-    sentences = []
-    for lines in paragraphs:
-        text = " ".join(lines).strip()
-        if text:
-            sentences.extend(s.strip() for s in _SENTENCE_END.split(text) if _is_prose(s.strip()))
-    return sentences
+def compose_answer(answer: Answer) -> str:
+    """The chat answer as Markdown: what was searched (for a follow-up), the answer with each [n] and its
+    unsupported sentences marked, then the numbered sources with both their scores, named.
 
-
-def _is_prose(sentence: str) -> bool:
-    """A sentence worth quoting: a few words, mostly letters, not an introduction to a list (`...:`)."""
-    letters = sum(c.isalpha() for c in sentence)
-    return len(sentence.split()) >= 5 and letters >= 0.6 * len(sentence.replace(" ", "")) and not sentence.endswith(":")
-
-
-def word_overlap(question: str, sentences: Sequence[str]) -> list[float]:
-    """A cheap relevance: the share of the question's content words each sentence contains."""
-    wanted = {w for w in _WORD.findall(question.lower()) if w not in _STOPWORDS}
-    if not wanted:
-        return [0.0] * len(sentences)
-    return [len(wanted & set(_WORD.findall(s.lower()))) / len(wanted) for s in sentences]
-
-
-def pick_passages(
-    result: SearchResult,
-    *,
-    score: SentenceScorer = word_overlap,
-    sources: int = ANSWER_SOURCES,
-    limit: int = ANSWER_SENTENCES,
-) -> list[Passage]:
-    """The sentences of the top chunks that best answer the question, in source order, then text order.
-
-    Args:
-        result: the search result; its first `sources` hits are read.
-        score: relevance of each sentence to the question, higher is better (the app uses the embedding model).
-        sources: how many top hits to quote from.
-        limit: how many sentences at most.
+    All note and model text in it is escaped, so it is safe for a Markdown renderer that allows HTML.
     """
-    candidates: list[tuple[int, int, str]] = []
-    for number, hit in enumerate(result.hits[:sources], 1):
-        candidates.extend((number, position, s) for position, s in enumerate(split_sentences(hit.chunk.text)))
-    if not candidates:
-        return []
-    relevance = list(score(result.question, [c[2] for c in candidates]))
-    # A small bonus by rank keeps the best chunk's sentences ahead of equally relevant ones further down.
-    ranked = sorted(range(len(candidates)), key=lambda i: relevance[i] - 0.02 * candidates[i][0], reverse=True)
-    chosen = sorted(ranked[:limit], key=lambda i: (candidates[i][0], candidates[i][1]))
-    return [Passage(candidates[i][2], candidates[i][0], round(float(relevance[i]), 4)) for i in chosen]
-
-
-def compose_answer(result: SearchResult, passages: Sequence[Passage]) -> str:
-    """The chat answer as Markdown: quoted passages marked [n], then the numbered sources with their scores.
-
-    All note text in it is escaped, so it is safe for a Markdown renderer that allows HTML.
-    """
-    if not result.hits:
-        return (
-            "**Nothing in the notes matches this question.** Lower the minimum score, rephrase, or add a note "
-            "about it in the *Add a note* tab."
-        )
     lines: list[str] = []
-    if not result.confident:
-        reason = escape_markdown_html(_one_line(result.reason[:1].upper() + result.reason[1:]))
-        lines.append(
-            f"**No confident match.** {reason}, so the notes may not answer this. The nearest passages, marked *weak*:"
-        )
-        lines.append("")
-    lines.extend(_passage_paragraphs(passages, weak=not result.confident))
-    if not passages:
-        lines.append("_The closest chunks have no prose to quote; open the sources to read them._")
-    lines.append("")
-    lines.append("**Sources**" + ("" if result.confident else " (weak matches)"))
-    lines.append("")
-    for number, hit in enumerate(result.hits, 1):
-        rank = percentile_label(hit.percentile)
-        lines.append(f"{number}. `{hit.score:.2f}`" + (f" {rank}" if rank else "") + f" {_source_line(hit)}")
+    if answer.searched != answer.question:
+        lines += [f"_Searched for:_ {escape_markdown_html(_one_line(answer.searched))}", ""]
+    if answer.mode == "refused":
+        text = f"**Not in your notes.** {escape_markdown_html(_one_line(answer.text))}"
+        reason = answer.result.reason if answer.result is not None else ""
+        if reason and answer.sources:
+            text += " " + escape_markdown_html(_one_line(reason[:1].upper() + reason[1:])) + "."
+        lines.append(text)
+    elif not answer.final or not answer.sentences:
+        lines.append(escape_markdown_html(_one_line(answer.text)) + ("" if answer.final else " …"))
+    else:
+        lines.append(" ".join(_sentence(s) for s in answer.sentences))
+        if answer.mode == "generated":
+            total = len(answer.sentences)
+            lines += [
+                "",
+                f"_Written by {escape_markdown_html(_one_line(answer.model or 'a model'))} from the "
+                f"sources below; {answer.unsupported} of {total} sentences not supported by a cited source._",
+            ]
+        if answer.dropped:
+            numbers = ", ".join(str(n) for n in answer.dropped)
+            lines += ["", f"_Citations of sources that do not exist were removed: {numbers}._"]
+        if answer.stopped:
+            lines += ["", "_Stopped before the end._"]
+    if answer.final and answer.sources:
+        weak = all(s.weak for s in answer.sources)
+        lines += ["", "**Sources**, by relevance" + (" (weak matches)" if weak else ""), ""]
+        lines.extend(_source_line(source) for source in answer.sources)
     return "\n".join(lines)
 
 
-def _passage_paragraphs(passages: Sequence[Passage], *, weak: bool) -> list[str]:
-    """Consecutive passages from the same source share a paragraph, closed by its marker."""
-    out: list[str] = []
-    group: list[str] = []
-    current = None
-    for passage in list(passages) + [None]:  # type: ignore[list-item]
-        number = passage.source_number if passage else None
-        if group and number != current:
-            text = " ".join(group)
-            out.append(("> " if weak else "") + f"{text} [{current}]")
-            out.append("")
-            group = []
-        if passage is not None:
-            group.append(escape_markdown_html(_one_line(passage.text)))
-            current = number
-    return out[:-1] if out else out
+def _sentence(sentence: Any) -> str:
+    marks = "".join(f" [{n}]" for n in sentence.citations)
+    text = escape_markdown_html(_one_line(sentence.text)) + marks
+    if not sentence.supported:
+        text += " _(not supported by a cited source)_" if sentence.citations else " _(cites no source)_"
+    return text
 
 
-def _source_line(hit: Hit) -> str:
-    chunk = hit.chunk
-    title = escape_markdown_html(_one_line(context_line(chunk.title or chunk.source, chunk.heading)))
+def _source_line(source: Source) -> str:
+    rank = percentile_label(source.percentile)
+    title = escape_markdown_html(_one_line(context_line(source.title or source.source, source.heading)))
     # Inside a code span Markdown shows characters literally; only a backtick or a blank line could end it early.
-    where = _one_line(chunk.location).replace("`", "'")
-    return f"**{title}** — `{where}`"
+    where = _one_line(source.location).replace("`", "'")
+    scores = f"relevance `{source.rank_score:.2f}` · cosine `{source.score:.2f}`" + (f" {rank}" if rank else "")
+    return f"{source.number}. {scores} **{title}** — `{where}`"
+
+
+RELEVANCE_HELP = "the score search ranked the sources by (fused meaning and keywords in hybrid search)"
 
 
 def score_bar_width(score: float) -> int:
@@ -281,44 +195,46 @@ def score_bar_width(score: float) -> int:
     return round(max(0.0, min(1.0, score)) * 100)
 
 
-def format_sources(result: SearchResult | None) -> str:
-    """The source cards as HTML: score to two decimals with a bar and its percentile in the corpus, title, heading
-    path, `path:start-end`, and the full chunk (rendered Markdown) behind a disclosure. Hits under the bar of a
-    confident match (`SearchResult.weak`) are marked weak."""
+def format_sources(answer: Answer | None) -> str:
+    """The source cards as HTML, in the order of relevance: number, relevance and cosine similarity (named, with
+    a bar and its percentile in the corpus), title, heading path, `path:start-end`, tags, and the passage (rendered
+    Markdown) behind a disclosure. Sources under the bar of a confident match are marked weak."""
     legend = f'<p class="rag-legend">{html.escape(LEGEND)}</p>'
-    if result is None:
+    if answer is None:
         return (
             '<div class="rag-sources"><p class="rag-empty">Ask a question: the sources of the answer appear here, '
             f"each with its similarity score.</p>{legend}</div>"
         )
-    if not result.hits:
+    if not answer.sources:
         return (
             '<div class="rag-sources"><p class="rag-empty">No chunk reached the minimum score. Lower it in '
             f"<em>Search settings</em> or add a note.</p>{legend}</div>"
         )
+    cited = set(answer.citations)
     cards = []
-    for number, hit in enumerate(result.hits, 1):
-        chunk = hit.chunk
-        weak = result.weak(hit)
-        rank = percentile_label(hit.percentile)
-        sub = heading_text(chunk.section)
-        tags = "".join(f'<span class="rag-tag">{html.escape(t)}</span>' for t in chunk.tags)
+    for source in answer.sources:
+        rank = percentile_label(source.percentile)
+        sub = heading_text(source.section)
+        tags = "".join(f'<span class="rag-tag">{html.escape(t)}</span>' for t in source.tags)
+        classes = "rag-card" + (" rag-weak" if source.weak else "") + (" rag-cited" if source.number in cited else "")
         cards.append(
-            f'<article class="rag-card{" rag-weak" if weak else ""}" data-source="{html.escape(chunk.source)}">'
+            f'<article class="{classes}" data-source="{html.escape(source.source)}">'
             '<div class="rag-card-head">'
-            f'<span class="rag-num">{number}</span>'
-            f'<span class="rag-score" title="cosine similarity between the question and this chunk">'
-            f"{hit.score:.2f}</span>"
+            f'<span class="rag-num">{source.number}</span>'
+            f'<span class="rag-relevance" title="{html.escape(RELEVANCE_HELP)}">relevance '
+            f"{source.rank_score:.2f}</span>"
+            f'<span class="rag-score" title="cosine similarity between the question and this passage">'
+            f"cosine {source.score:.2f}</span>"
             + (f'<span class="rag-rank" title="{html.escape(PERCENTILE_HELP)}">{rank}</span>' if rank else "")
             + '<span class="rag-bar" aria-hidden="true">'
-            + f'<span style="width:{score_bar_width(hit.score)}%"></span></span>'
-            + ('<span class="rag-badge">weak match</span>' if weak else "")
+            + f'<span style="width:{score_bar_width(source.score)}%"></span></span>'
+            + ('<span class="rag-badge">weak match</span>' if source.weak else "")
             + "</div>"
-            f'<div class="rag-title">{html.escape(chunk.title or chunk.source)}</div>'
+            f'<div class="rag-title">{html.escape(source.title or source.source)}</div>'
             + (f'<div class="rag-heading">{html.escape(sub)}</div>' if sub else "")
-            + f'<div class="rag-meta"><code class="rag-loc">{html.escape(chunk.location)}</code>{tags}</div>'
-            f'<details class="rag-chunk"><summary>Show the full chunk</summary>'
-            f'<div class="rag-chunk-body">{render_markdown(chunk.text)}</div></details>'
+            + f'<div class="rag-meta"><code class="rag-loc">{html.escape(source.location)}</code>{tags}</div>'
+            f'<details class="rag-chunk"><summary>Show the passage</summary>'
+            f'<div class="rag-chunk-body">{render_markdown(source.text)}</div></details>'
             "</article>"
         )
     return f'<div class="rag-sources">{"".join(cards)}{legend}</div>'
@@ -378,20 +294,24 @@ def format_notice(message: str, *, ok: bool) -> str:
     return f'<p class="{kind}" role="{"status" if ok else "alert"}">{html.escape(message)}</p>'
 
 
-def answer_note(question: str, passages: Sequence[Passage], hits: Sequence[Hit]) -> tuple[str, str]:
+def answer_note(answer: Answer) -> tuple[str, str]:
     """Title and Markdown body of a note that keeps a question, its answer and the cited sources."""
-    question = " ".join(question.split())
+    question = " ".join(answer.question.split())
     title = "Answer: " + (question if len(question) <= 90 else question[:87].rstrip() + "...")
     body = ["## Question", "", question, "", "## Answer", ""]
-    if passages:
-        body.extend(f"- {p.text} [{p.source_number}]" for p in passages)
+    if answer.mode == "refused" or not answer.sentences:
+        body.append("The notes did not answer this question." if answer.mode == "refused" else answer.text)
     else:
-        body.append("No passage of the notes answered this question.")
+        body.extend(
+            f"- {s.text}" + "".join(f" [{n}]" for n in s.citations) + ("" if s.supported else " (unsupported)")
+            for s in answer.sentences
+        )
+    if answer.model:
+        body += ["", f"Written by {answer.model}."]
     body.extend(["", "## Sources", ""])
-    for number, hit in enumerate(hits, 1):
-        chunk = hit.chunk
+    for source in answer.sources:
         body.append(
-            f"{number}. {context_line(chunk.title or chunk.source, chunk.heading)} — `{chunk.location}` "
-            f"(similarity {hit.score:.2f})"
+            f"{source.number}. {context_line(source.title or source.source, source.heading)} — `{source.location}` "
+            f"(similarity {source.score:.2f})"
         )
     return title, "\n".join(body)

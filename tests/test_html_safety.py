@@ -29,19 +29,17 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from demo.format import (
-    Passage,
     compose_answer,
     escape_markdown_html,
     format_sources,
     format_status,
-    pick_passages,
     plain_html,
     render_markdown,
 )
 from rag.render import result_html
 from rag.retrieve import SearchResult
 
-from .factories import make_hit
+from .factories import make_answer, make_hit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -437,17 +435,18 @@ def nasty_result(payload: str, *, confident: bool = True) -> SearchResult:
 @FUZZ
 @given(results())
 def test_source_cards_hold_only_our_markup(result: SearchResult) -> None:
-    text = audit(format_sources(result), CARDS)
-    for hit in result.hits:
+    answer = make_answer(result)
+    text = audit(format_sources(answer), CARDS)
+    for source in answer.sources:
         # Titles, tags and locations are text, shown exactly as they are.
-        assert (hit.chunk.title or hit.chunk.source) in text
-        assert all(tag in text for tag in hit.chunk.tags) and hit.chunk.location in text
+        assert (source.title or source.source) in text
+        assert all(tag in text for tag in source.tags) and source.location in text
 
 
 @FUZZ
 @given(results())
 def test_chat_answer_holds_only_markdown_markup(result: SearchResult) -> None:
-    markdown = compose_answer(result, pick_passages(result))
+    markdown = compose_answer(make_answer(result))
     audit(render_markdown(markdown), MARKDOWN)
     audit_answer_markdown(markdown)
 
@@ -458,8 +457,7 @@ def test_answer_from_any_passages_holds_only_markdown_markup(
     result: SearchResult, quoted: list[tuple[str, int]]
 ) -> None:
     # Passages are not always sentences that `split_sentences` cut: any text, on any number of lines.
-    passages = [Passage(text, number, 0.5) for text, number in quoted]
-    markdown = compose_answer(result, passages)
+    markdown = compose_answer(make_answer(result, [(number, text) for text, number in quoted], unsupported=[0]))
     audit(render_markdown(markdown), MARKDOWN)
     audit_answer_markdown(markdown)
 
@@ -513,7 +511,7 @@ CASES = pytest.mark.parametrize("payload", list(NAMED.values()), ids=list(NAMED)
 
 @CASES
 def test_named_case_in_source_cards(payload: str) -> None:
-    shown = audit(format_sources(nasty_result(payload)), CARDS)
+    shown = audit(format_sources(make_answer(nasty_result(payload))), CARDS)
     assert f"Title {payload}" in shown and f"notes/{payload}.md" in shown
 
 
@@ -521,11 +519,11 @@ def test_named_case_in_source_cards(payload: str) -> None:
 @pytest.mark.parametrize("confident", [True, False], ids=["confident", "weak"])
 def test_named_case_in_chat_answer(payload: str, confident: bool) -> None:
     result = nasty_result(payload, confident=confident)
-    markdown = compose_answer(result, pick_passages(result))
+    markdown = compose_answer(make_answer(result))
     audit(render_markdown(markdown), MARKDOWN)
     audit_answer_markdown(markdown)
     for passage in (payload, f"Wombat payloads hide {payload} inside plain prose."):
-        markdown = compose_answer(result, [Passage(passage, 1, 0.9)])
+        markdown = compose_answer(make_answer(result, [(1, passage)], searched=passage))
         audit(render_markdown(markdown), MARKDOWN)
         audit_answer_markdown(markdown)
 
@@ -553,7 +551,7 @@ def test_the_old_backslash_backtick_bug_stays_fixed() -> None:
     # The old regex escaper took "`<img ...>`" for a code span, but the backslash makes the first backtick text.
     sentence = "Wombat payloads hide a \\`<img src=x onerror=alert(1)>` b inside plain prose."
     result = nasty_result("x")
-    markdown = compose_answer(result, [Passage(sentence, 1, 0.9)])
+    markdown = compose_answer(make_answer(result, [(1, sentence)]))
     assert "<img" not in markdown
     assert "&lt;img src=x onerror=alert(1)&gt;" in render_markdown(markdown)
     audit_answer_markdown(markdown)

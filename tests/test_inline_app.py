@@ -30,7 +30,7 @@ def test_show_chat_serves_the_app_locally_and_close_frees_it(indexed_config: Con
         assert [h["source"] for h in reply["hits"]] == [h["source"] for h in expected["hits"]]
         assert reply["hits"][0]["source"] == "cosine-similarity.md"
         assert [h["score"] for h in reply["hits"]] == pytest.approx([h["score"] for h in expected["hits"]], abs=1e-4)
-        assert reply["answer"].strip() and reply["answer"] != question
+        assert reply["answer"]["text"].strip() and reply["answer"]["text"] != question
         assert "running" in repr(chat)
     finally:
         chat.close()

@@ -15,7 +15,7 @@ from .web_fixtures import LiveChat, wait_for
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-SCORE = re.compile(r"^-?\d\.\d\d$")
+SCORE = re.compile(r"^cosine -?\d\.\d\d$")
 
 
 @pytest.fixture
@@ -66,15 +66,17 @@ def _notice(page) -> str:  # type: ignore[no-untyped-def]
 
 def test_question_shows_answer_and_a_score_beside_each_source(page, live_chat: LiveChat) -> None:  # type: ignore[no-untyped-def]
     cards = ask(page, "What does a cosine similarity of 0.8 mean?")
-    assert len(cards) == 5
+    # Five hits, shown as passages: hits of one note that touch are one source, so there may be fewer cards.
+    assert 2 <= len(cards) <= 5
     assert all(SCORE.match(c["score"]) for c in cards), cards
     assert cards[0]["source"] == "cosine-similarity.md"
     # The shown score is the cosine similarity; the order is the hybrid ranking, which it need not follow.
-    assert all(0 < float(c["score"]) <= 1 for c in cards)
+    assert all(0 < float(c["score"].split()[1]) <= 1 for c in cards)
     answer = last_answer(page)
     assert "[1]" in answer or "[2]" in answer
     assert "Sources" in answer and cards[0]["score"] in answer
-    assert "cosine similarity between your question and the chunk" in page.locator("#rag-sources").inner_text()
+    legend = page.locator("#rag-sources").inner_text()
+    assert "Sources are listed by relevance" in legend and "similarity between your question and the passage" in legend
     page.locator("#rag-sources details summary").first.click()
     assert page.locator("#rag-sources details[open] .rag-chunk-body").first.inner_text().strip()
     out = ROOT / "artifacts"
@@ -109,7 +111,7 @@ def test_top_k_control_changes_the_number_of_sources(page) -> None:  # type: ign
     page.locator("button", has_text="Search settings").click()
     set_top_k(page, 2)
     cards = ask(page, "How are word2vec vectors trained?")
-    assert len(cards) == 2 and cards[0]["source"] == "word2vec.md"
+    assert 1 <= len(cards) <= 2 and cards[0]["source"] == "word2vec.md"
 
 
 def test_note_added_in_the_ui_is_cited_with_its_score(page, live_chat: LiveChat) -> None:  # type: ignore[no-untyped-def]

@@ -117,8 +117,9 @@ def test_gradio_client_round_trip(live_chat: LiveChat) -> None:
     assert data["confident"] is True and len(data["hits"]) == 3
     assert all(isinstance(h["score"], float) and set(h) >= HIT_KEYS for h in data["hits"])
     assert data["hits"][0]["source"] == "hybrid-search-bm25.md"
-    assert "[1]" in data["answer"] and "**Sources**" in data["answer"]
-    assert data["passages"] and all(p["source_number"] >= 1 for p in data["passages"])
+    assert "[1]" in data["markdown"] and "**Sources**" in data["markdown"]
+    assert data["answer"]["mode"] == "extractive" and data["answer"]["citations"]
+    assert set(data["answer"]["citations"]) <= {s["number"] for s in data["sources"]}
     status = client.predict(api_name="/status")
     assert status["notes"] >= 14 and status["files"][0]["file"].endswith(".md") and "path" not in status["files"][0]
 
@@ -131,7 +132,7 @@ def test_gradio_client_add_note_then_ask(live_chat: LiveChat) -> None:
     assert note == {"file": "pangolin-scales.md", "id": "pangolin-scales"}
     data = client.predict("what are pangolins covered in?", 1, None, api_name="/ask")
     assert data["hits"][0]["source"] == "pangolin-scales.md"
-    assert "keratin scales" in data["answer"]
+    assert "keratin scales" in data["answer"]["text"]
 
 
 def test_a_dropped_file_is_cited_and_a_deleted_one_is_not(live_chat: LiveChat) -> None:
