@@ -88,6 +88,9 @@ class Trial:
     worst_cosine: float = 1.0
     # A rebuild killed before its switch: whether the old generation was checked while the new one lay half built.
     old_generation_checked: bool = False
+    # While a killed rebuild lay half built: chunks of the old generation the first `status --verify` missed and a
+    # second one, in a fresh process, found (Chroma's HNSW graph is rebuilt from disk at each load).
+    old_generation_misses: int = 0
     # Chunks `python -m rag status --verify` found unreachable after the trial, before any repair.
     unreachable: int = 0
     # Whether `status --verify --repair` (run only when `unreachable` > 0) left 0 unreachable; None: not run.
@@ -147,6 +150,7 @@ class Report:
                 "repaired_to_zero": sum(1 for t in repaired if t.repaired),
                 "ends_reachable": sum(1 for t in trials if t.ends_reachable),
                 "old_generation_checked": sum(1 for t in trials if t.old_generation_checked),
+                "old_generation_first_check_misses": sum(t.old_generation_misses for t in trials),
                 "phases": self.phases(kind),
             }
         return summary
@@ -605,6 +609,8 @@ class Trials:
         self.clean = CleanVectors(runner)
         self.say = say
         self.state: dict[str, Any] = {}
+        # Chunks the last check of an old generation missed at first (see `Trial.old_generation_misses`).
+        self.old_misses = 0
 
     def env(self, tokens: int | None = None) -> dict[str, str]:
         return {"RAG_CHUNK_TOKENS": str(tokens or self.tokens)}
@@ -665,6 +671,11 @@ class Trials:
             ["status", *self.runner.store_argv(self.folder.path), "--verify"], env=self.env(tokens), codes=(0, 1)
         )
         check = status["verify"]
+        if check["unreachable"] and check["checked"] == len(before["chunks"]):
+            # Counted, then checked once more: only a miss that a fresh load of the index repeats is a failure.
+            self.old_misses = len(check["unreachable"])
+            argv = ["status", *self.runner.store_argv(self.folder.path), "--verify"]
+            check = self.runner.cli_json(argv, env=self.env(tokens), codes=(0, 1))["verify"]
         if check["unreachable"] or check["checked"] != len(before["chunks"]):
             problems.append(
                 f"status --verify of the old generation: {len(check['unreachable'])} unreachable of {check['checked']}"
@@ -801,8 +812,10 @@ def run_trials(
                 # Killed before the switch: the new generation lies half built beside the old, answering one.
                 building = runner.dump(generation="building")
                 trial.written_before_kill = written_notes(building, expected, pending)
+                run.old_misses = 0
                 trial.problems += run.old_generation_answers(before, tokens, rng)
                 trial.old_generation_checked = True
+                trial.old_generation_misses = run.old_misses
             else:
                 trial.written_before_kill = written_notes(after_kill, expected, pending)
                 trial.phase = "after the switch"
@@ -865,6 +878,13 @@ def print_report(report: Report) -> None:
         print(line((kind, row["trials"], row["killed_mid_write"], row["survived"], unreachable, repaired)))
     print("(unreachable after: chunks `status --verify` found unreachable after the trial, before repair, in N trials)")
     print(f"every trial ends with 0 unreachable chunks: {'yes' if report.ends_reachable else 'NO'}")
+    misses = [t for t in report.trials if t.old_generation_misses]
+    if misses:
+        total = sum(t.old_generation_misses for t in misses)
+        print(
+            f"old generation while a rebuild lay killed: the first --verify missed {total} chunks in {len(misses)} "
+            "trials; a second, fresh load found them"
+        )
     if report.missed_unreachable:
         print(f"unreachable chunks after runs the kill missed (repaired too): {report.missed_unreachable}")
     print(
