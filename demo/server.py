@@ -3,7 +3,8 @@
 The API routes are plain FastAPI handlers, not Gradio events, so a search skips the Gradio queue:
 - `GET /api/search?q=...&k=5&min_score=0.3` returns exactly `python -m rag ask --json`'s object;
 - `POST /api/notes` with `{"title", "body", "tags": [...]}` writes and indexes a note (403 when read-only);
-- `GET /api/status` returns the index status.
+- `GET /api/status` returns the index status;
+- `GET /v1/models` and `POST /v1/chat/completions` answer OpenAI clients from the notes (`demo.openai_api`).
 With `auth`, the chat asks for a login and the API wants the same user and password as HTTP Basic auth.
 
 `RequestGuard`, a middleware in front of everything (the API and every Gradio route), keeps the server to its own
@@ -29,6 +30,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from demo.app import APP_CSS, MAX_K, TITLE, ChatService, build_app, theme
+from demo.openai_api import add_openai_routes
 from demo.settings import parse_allowed_hosts, parse_auth, split_host
 from demo.watch import FolderWatcher
 from rag.errors import EmptyQuestionError, NoteWriteError, RagError
@@ -48,7 +50,8 @@ def create_server(
     allowed_hosts: Sequence[str] = (),
     watcher: FolderWatcher | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving the chat at `/` and the JSON API under `/api/`, behind a `RequestGuard`.
+    """A FastAPI app serving the chat at `/`, the JSON API under `/api/` and the OpenAI-compatible one under `/v1/`,
+    behind a `RequestGuard`.
 
     Args:
         kb: the knowledge base.
@@ -136,6 +139,8 @@ def create_server(
             return service.status()
         except RagError as exc:
             return _error(str(exc), 503)
+
+    add_openai_routes(app, kb, auth=check_auth)
 
     blocks = build_app(kb, read_only=service.read_only, watcher=watcher)
     return gr.mount_gradio_app(
