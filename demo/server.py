@@ -79,6 +79,18 @@ def create_server(
             message = "log in with the --auth user and password (HTTP Basic)"
             raise HTTPException(401, message, {"WWW-Authenticate": "Basic"})
 
+    def check_model_auth(request: Request, given: BasicCredentials) -> None:
+        """The login of `/v1`: HTTP Basic as everywhere, or `user:password` as the Bearer API key, which is how
+        OpenAI clients (the openai package, Open WebUI, jupyter-ai) send a key."""
+        if credentials is None:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and key:
+            if secrets.compare_digest(key.strip().encode(), f"{credentials[0]}:{credentials[1]}".encode()):
+                return
+            raise HTTPException(401, "use the --auth user:password as the API key", {"WWW-Authenticate": "Bearer"})
+        check_auth(given)
+
     # No docs pages: FastAPI's load Swagger UI and ReDoc from a CDN. The schema itself stays at /api/openapi.json.
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(
@@ -140,7 +152,7 @@ def create_server(
         except RagError as exc:
             return _error(str(exc), 503)
 
-    add_openai_routes(app, kb, auth=check_auth)
+    add_openai_routes(app, kb, auth=check_model_auth)
 
     blocks = build_app(kb, read_only=service.read_only, watcher=watcher)
     return gr.mount_gradio_app(

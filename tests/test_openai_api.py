@@ -252,6 +252,12 @@ def test_auth_and_same_origin_guard_the_endpoint(live_chat: LiveChat) -> None:
         assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Basic"
         with pytest.raises(openai.AuthenticationError):
             client_for(server.url).models.list()  # the client's own Bearer key is no login
+        # The login as the API key, which is all that many OpenAI front ends let a user enter.
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{server.url}/v1", api_key="ada:nope", max_retries=0).models.list()
+        keyed = openai.OpenAI(base_url=f"{server.url}/v1", api_key="ada:s3cret", max_retries=0)
+        assert [m.id for m in keyed.models.list().data] == [MODEL_ID]
+        assert httpx.get(f"{server.url}/api/status", headers={"Authorization": "Bearer ada:s3cret"}).status_code == 401
         with pytest.raises(openai.AuthenticationError):
             client_for(server.url, default_headers=basic("ada", "nope")).models.list()
 
