@@ -1,4 +1,4 @@
-"""Command line: `python -m rag index | ask | add-note | status | map`.
+"""Command line: `python -m rag index | ask | add-note | status | map | eval`.
 
 A thin shell over `KnowledgeBase`: it parses flags, prints text or JSON, and turns library errors into
 messages with exit code 1 (argparse uses 2 for usage errors). No retrieval logic lives here.
@@ -20,7 +20,7 @@ from rag.errors import ConfigError, IndexLockedError, RagError, StoreInUseError
 from rag.knowledge import KnowledgeBase
 from rag.load import parse_tags
 from rag.render import percentile_label
-from rag.retrieve import SearchResult, clean_question
+from rag.retrieve import SEARCH_MODES, SearchResult, clean_question
 from rag.sync import SyncReport
 
 
@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--sample", type=int, default=5000, metavar="N", help="verify a random N chunks of a larger index (5000)"
     )
+    evaluation = commands.add_parser(
+        "eval", parents=[common], help="score each search mode on your own questions (Recall@k, MRR, nDCG)"
+    )
+    evaluation.add_argument("questions", help="a .jsonl or .csv file of rows with 'question' and 'source'")
+    evaluation.add_argument("-k", type=int, default=5, metavar="N", help="Recall@N and answer@N (default 5)")
+    evaluation.add_argument(
+        "--mode", action="append", choices=SEARCH_MODES, help="only this search mode (repeatable; default all)"
+    )
     drawn = commands.add_parser(
         "map", parents=[common], help="sync, then draw the map of the notes (and a question on it) to a file"
     )
@@ -106,6 +114,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
             return _add_note(kb, args, stdin, out)
         if args.command == "map":
             return _map(kb, args, out)
+        if args.command == "eval":
+            return _eval(kb, args, out)
         return _status(kb, args, out)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -115,6 +125,25 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _eval(kb: KnowledgeBase, args: argparse.Namespace, out: TextIO) -> int:
+    from rag.evaluate import evaluate, format_evaluation, load_questions
+
+    if args.k < 1:
+        print("error: -k must be at least 1", file=sys.stderr)
+        return 2
+    questions = load_questions(Path(args.questions))  # a bad file fails before a sync that could take minutes
+    try:
+        _sync(kb, args, rebuild=False)
+    except (IndexLockedError, StoreInUseError) as exc:
+        print(f"warning: {exc}; evaluating the index as it is", file=sys.stderr)
+    result = evaluate(kb, questions, k=args.k, modes=args.mode)
+    if args.json:
+        _print_json(result.to_dict(), out)
+    else:
+        print(format_evaluation(result), file=out)
+    return 0
 
 
 def _sync(kb: KnowledgeBase, args: argparse.Namespace, *, rebuild: bool = True) -> SyncReport:

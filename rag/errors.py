@@ -46,3 +46,7 @@ class StoreInUseError(StoreError):
 
 class NoteWriteError(RagError):
     """A new note cannot be written (bad title, name taken, too large, read-only)."""
+
+
+class EvalInputError(ConfigError):
+    """A question file for `rag eval` cannot be read, or a row lacks a field; the message names file, row, field."""
