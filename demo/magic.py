@@ -1,16 +1,21 @@
-"""`%ask` and `%%ask`: ask the knowledge base from any notebook cell and see the scored sources as a table.
+"""`%ask` and `%%ask`: ask the knowledge base from any notebook cell and see the answer above its sources.
 
     %load_ext demo
     %ask what is cosine similarity?
     %ask -k 3 --min-score 0.3 how do I pick a chunk size?
+    %ask --no-answer -k 3 embeddings
 
     %%ask -k 3
     A longer question that spans
     several lines.
 
-The magic returns the `SearchResult`, which displays itself as an HTML table with score bars
-(`rag.render`); assign it (`result = %ask ...`) to use the hits in code. By default it searches the shared
-knowledge base of the `RAG_*` settings; `--kb NAME` picks a `KnowledgeBase` variable of the notebook instead.
+The magic returns an `AskResult` (`demo.widget`): the `SearchResult` with the answer written from it (by the
+knowledge base's writer, `RAG_LLM` or extractive). It displays the answer, its [n] naming the numbered sources
+listed below it with their relevance and cosine score bars; assign it (`result = %ask ...`) to use the hits
+(`result.hits`) or the answer (`result.answer`) in code. `--no-answer` searches only and returns the plain
+`SearchResult`, a table of scored hits (`rag.render`). By default it asks the shared knowledge base of the
+`RAG_*` settings; `--kb NAME` picks a `KnowledgeBase` variable of the notebook instead. Each question is asked on
+its own; the chat widget keeps a conversation.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from demo.widget import AskResult
 from rag.errors import RagError
 from rag.knowledge import KnowledgeBase, shared_knowledge_base
 from rag.retrieve import SearchResult
 
-USAGE = "usage: %ask [-k N] [--min-score X] [--kb NAME] [--no-sync] [--] QUESTION"
+USAGE = "usage: %ask [-k N] [--min-score X] [--kb NAME] [--no-sync] [--no-answer] [--] QUESTION"
 
 
 # `%ask ...` alone or assigned (`result = %ask ...`), at the start of a line.
@@ -62,15 +68,15 @@ def parse_options(line: str) -> tuple[dict[str, Any], str]:
     Raises:
         UsageError: an unknown option, or an option without a valid value.
     """
-    options: dict[str, Any] = {"k": 5, "min_score": None, "kb": None, "sync": True}
+    options: dict[str, Any] = {"k": 5, "min_score": None, "kb": None, "sync": True, "answer": True}
     rest = line.strip()
     while rest.startswith("-"):
         word, _, rest = rest.partition(" ")
         rest = rest.lstrip()
         if word == "--":
             break
-        if word == "--no-sync":
-            options["sync"] = False
+        if word in ("--no-sync", "--no-answer"):
+            options[word[5:]] = False
             continue
         names = {"-k": ("k", int), "--min-score": ("min_score", float), "--kb": ("kb", str)}
         if word not in names:
@@ -95,7 +101,8 @@ class AskMagics(Magics):
 
     @line_cell_magic
     def ask(self, line: str, cell: str | None = None) -> SearchResult | None:
-        """Ask the knowledge base a question; shows the scored sources. Options: -k N, --min-score X, --kb NAME."""
+        """Ask the knowledge base a question; shows the answer and its numbered sources. Options: -k N,
+        --min-score X, --kb NAME, --no-sync, --no-answer."""
         options, question = parse_options(line)
         if cell is not None:
             question = (question + "\n" + cell).strip()
@@ -103,7 +110,9 @@ class AskMagics(Magics):
         try:
             if options["sync"]:
                 kb.sync(rebuild=False)
-            return kb.search(question, k=options["k"], min_score=options["min_score"])
+            if not options["answer"]:
+                return kb.search(question, k=options["k"], min_score=options["min_score"])
+            return AskResult.of(kb.answerer.answer(question, k=options["k"], min_score=options["min_score"]))
         except RagError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return None

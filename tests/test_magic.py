@@ -1,4 +1,5 @@
-"""`%ask` / `%%ask`: option parsing, and the magic run in a real IPython shell against a real index."""
+"""`%ask` / `%%ask`: option parsing, and the magic run in a real IPython shell against a real index: the answer
+above its numbered sources."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from demo.magic import parse_options
+from demo.widget import AskResult
 from rag.config import Config
 from rag.knowledge import KnowledgeBase, shared_knowledge_base
 from rag.retrieve import SearchResult
@@ -28,6 +30,12 @@ def test_options_are_split_from_the_question_which_stays_as_typed(
 ) -> None:
     options, rest = parse_options(line)
     assert (options["k"], options["min_score"], rest) == (k, min_score, question)
+    assert options["sync"] and options["answer"]
+
+
+def test_no_sync_and_no_answer_are_flags() -> None:
+    options, rest = parse_options("--no-answer --no-sync -k 2 what?")
+    assert (options["sync"], options["answer"], options["k"], rest) == (False, False, 2, "what?")
 
 
 @pytest.mark.parametrize("line", ["--top 3 q", "-k three q", "-k", "-k 0 q", "--min-score x q", "--kb"])
@@ -52,15 +60,44 @@ def shell(monkeypatch: pytest.MonkeyPatch, indexed_config: Config, embedder):  #
 
 
 @pytest.mark.slow
-def test_line_magic_returns_scored_sources_that_display_as_a_table(shell) -> None:  # type: ignore[no-untyped-def]
+def test_line_magic_shows_the_answer_above_its_numbered_sources(shell) -> None:  # type: ignore[no-untyped-def]
     result = shell.run_cell("%ask -k 3 what's the cosine of the angle between two vectors?").result
-    assert isinstance(result, SearchResult) and len(result.hits) == 3
+    # Still the search result (its hits, as before), now with the answer written from it.
+    assert isinstance(result, AskResult) and isinstance(result, SearchResult) and len(result.hits) == 3
     assert result.hits[0].chunk.source == "cosine-similarity.md"
     # Hybrid ranking orders by the fused rank score; the score shown stays the cosine similarity.
     assert [h.rank_score for h in result.hits] == sorted((h.rank_score for h in result.hits), reverse=True)
     assert all(-1 <= h.score <= 1 for h in result.hits)
+    answer = result.answer
+    assert answer is not None and answer.mode == "extractive" and answer.citations
+    assert set(answer.citations) <= {s.number for s in answer.sources}
+    assert result.to_dict() == answer.result_dict() and result.to_dict()["answer"]["text"] == answer.text
     html = result._repr_html_()
-    assert "cosine-similarity.md:" in html and f"{result.hits[0].score:.3f}" in html
+    first = answer.sources[0]
+    assert first.location in html and f"<code>{first.score:.3f}</code>" in html and f"{first.rank_score:.2f}" in html
+    assert "relevance" in html and "cosine" in html
+    # The answer, each [n] naming a listed source, comes before the table of sources.
+    for n in answer.citations:
+        assert f'data-source="{n}"' in html and f">[{n}]</span>" in html
+    assert html.index("ragchat-sentences") < html.index("<table")
+    plain = shell.display_formatter.format(result)[0]["text/plain"]
+    assert plain.startswith(answer.text.split(" [")[0][:40]) and first.location in plain
+
+
+@pytest.mark.slow
+def test_no_answer_returns_the_plain_search_result(shell) -> None:  # type: ignore[no-untyped-def]
+    result = shell.run_cell("%ask --no-answer -k 2 what is GloVe?").result
+    assert type(result) is SearchResult and result.hits[0].chunk.source == "glove.md"
+    html = result._repr_html_()
+    assert "glove.md:" in html and f"{result.hits[0].score:.3f}" in html
+
+
+@pytest.mark.slow
+def test_a_question_the_notes_do_not_cover_is_refused_with_the_weak_sources(shell) -> None:  # type: ignore[no-untyped-def]
+    result = shell.run_cell("%ask What is the capital of Peru?").result
+    assert result.answer.mode == "refused" and not result.confident
+    html = result._repr_html_()
+    assert "Not in your notes." in html and "weak" in html and "<table" in html
 
 
 @pytest.mark.slow
@@ -69,6 +106,7 @@ def test_cell_magic_asks_the_whole_cell(shell) -> None:  # type: ignore[no-untyp
     assert result.question.startswith("When does keyword search like BM25\nbeat")
     # Both lines reached the search: the note on BM25 and dense vectors is among the two sources.
     assert "hybrid-search-bm25.md" in {h.chunk.source for h in result.hits} and len(result.hits) == 2
+    assert result.answer.question == result.question and result.answer.sources
 
 
 @pytest.mark.slow

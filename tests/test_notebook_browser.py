@@ -3,8 +3,9 @@
 JupyterLab runs headless on a free port of 127.0.0.1 with a temporary root, config, settings and IPython
 folder, and with news, update checks and the extension manager's PyPI lookups turned off, so nothing is
 fetched. The test runs all cells, then uses the in-kernel widget like a person: types a question, reads the
-scored sources, adds a note through the form and finds it with the next question. A screenshot goes to
-artifacts/notebook.png.
+answer and its numbered sources, asks a follow-up that keeps the thread, starts a new conversation, adds a note
+with markup and a code fence through the form and finds it, shown as text and code, with the next question. A
+screenshot goes to artifacts/notebook.png.
 """
 
 from __future__ import annotations
@@ -106,19 +107,38 @@ def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -
             ask(page, "What is one-hot encoding and why is it sparse?")
             expect_first_location(widget, "one-hot-vs-dense.md:")
             scores = [float(s) for s in widget.locator("[data-role=score]").all_inner_texts()]
-            assert len(scores) == 5 and all(0 < s <= 1 for s in scores)
+            assert 1 <= len(scores) <= 5 and all(0 < s <= 1 for s in scores)
+            relevance = widget.locator("[data-role=relevance]").all_inner_texts()
+            assert len(relevance) == len(scores) and all(re.fullmatch(r"relevance [01]\.\d\d", r) for r in relevance)
             titles = widget.locator("[data-role=title]").all_inner_texts()
-            assert titles[0] and widget.locator("[data-role=heading]").count() >= 1
-            expect(widget.locator("[data-role=answer]")).to_contain_text("score")
+            # Every source names its note and lines; a section only when its hits share one (a passage may span two).
+            assert len(titles) == len(scores) and all(titles)
+            assert widget.locator("[data-role=location]").count() == len(scores)
+            assert widget.locator("[data-role=heading]").count() <= len(scores)
+            # The written answer, each [n] naming a listed source.
+            answer = widget.locator("[data-role=answer]")
+            expect(answer).to_contain_text("[1]")
+            numbers = {int(n) for n in re.findall(r"\[(\d+)\]", answer.inner_text())}
+            assert numbers and numbers <= set(range(1, len(scores) + 1))
             fill = widget.locator(".ragchat-bar-fill").first.evaluate("el => el.style.width")
             assert fill == f"{scores[0] * 100:.0f}%"
+
+            # A follow-up is read with the turns before it; the earlier turns are listed.
+            ask(page, "And how do dense embeddings fix that?")
+            expect(widget.locator("[data-role=searched]")).to_contain_text("one-hot encoding", timeout=300_000)
+            history = widget.locator("[data-role=history]")
+            expect(history).to_contain_text("You: What is one-hot encoding and why is it sparse?")
+            widget.locator("[data-role=reset]").click()
+            expect(widget.locator("[data-role=turn]")).to_have_count(0)
+            expect(widget.locator("[data-role=source]")).to_have_count(0)
 
             widget.locator("[data-role=note-form] summary").click()
             widget.locator("[data-role=note-title]").fill("Quokka water")
             widget.locator("[data-role=note-tags]").fill("animals, test")
             widget.locator("[data-role=note-body]").fill(
                 "Quokkas on Rottnest Island drink little water; they get moisture from the leaves they eat.\n\n"
-                'Markup stays text: <img src=x onerror="window.__pwned = 1">'
+                'Markup stays text: <img src=x onerror="window.__pwned = 1"> <script>window.__pwned = 2</script>\n\n'
+                "```\nquokka.drink(<b>water</b>)\n```\n"
             )
             widget.locator("[data-role=add-note]").click()
             expect(widget.locator("[data-role=notice]")).to_contain_text("quokka-water.md", timeout=300_000)
@@ -128,8 +148,12 @@ def test_widget_answers_and_learns_a_note_in_jupyterlab(lab: tuple[str, Path]) -
             expect_first_location(widget, "quokka-water.md:")
             best = widget.locator("[data-role=source]").first
             expect(best).to_contain_text("<img src=x")
+            expect(best).to_contain_text("<script>window.__pwned = 2</script>")
+            expect(best.locator("pre code")).to_have_text("quokka.drink(<b>water</b>)")
+            assert best.locator("img, script, pre b").count() == 0
             assert page.evaluate("() => window.__pwned") is None
             assert float(widget.locator("[data-role=score]").first.inner_text()) > 0.4
+            expect(widget.locator("[data-role=answer]")).to_contain_text("Rottnest")
 
             # The picture: the widget's cell (its two lines of code, then the chat), with the file browser closed.
             page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
