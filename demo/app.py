@@ -326,8 +326,9 @@ def build_layout(service: ChatService) -> ChatLayout:
 
     knowledge = Path(service.kb.config.knowledge_dir)
     gr.HTML(
-        f"<h1>{TITLE}</h1><p>Answers quoted from the Markdown notes in <code>{html.escape(str(knowledge))}</code>. "
-        "Every source shows its cosine similarity to your question.</p>",
+        f"<h1>{TITLE}</h1><p>Answers from the Markdown notes in <code>{html.escape(str(knowledge))}</code>, every "
+        "sentence cited [n] and checked against its source. Every source shows its relevance and its cosine "
+        "similarity to your question.</p>",
         elem_id="rag-header",
     )
     last_answer = gr.State(None)

@@ -130,7 +130,7 @@ NOTEBOOK = {
 QUESTION = {"p": set()}
 
 VOID = {"br", "hr"}
-_CLASS = re.compile(r"rag-[a-z-]+|language-\S+")
+_CLASS = re.compile(r"rag-[a-z-]+|ragchat-[a-z-]+|language-\S+")
 # Declarations our code writes (`width:73%`, `text-align:right`, `border-bottom:1px solid #ddd`): no url(), no
 # expression(), no quotes or escapes.
 _DECLARATION = r"\s*[a-z-]+\s*:\s*[#a-z0-9 .%,-]+\s*"
@@ -605,11 +605,11 @@ def test_the_audit_refuses_what_our_markup_never_holds(markup: str) -> None:
         audit(markup, CARDS)
 
 
-def test_widget_writes_note_text_only_as_text() -> None:
-    # The notebook widget builds its DOM itself; no HTML string ever reaches it.
+def test_widget_writes_note_text_only_as_text_or_as_html_made_in_the_kernel() -> None:
+    # The notebook widget builds its DOM itself. The one HTML it inserts is what the kernel rendered with
+    # `render_markdown` (checked by the fuzz below): `answer_html` and each source's `html`, through kernelHtml().
     script = (ROOT / "demo" / "static" / "chat_widget.js").read_text(encoding="utf-8")
     for sink in (
-        "innerHTML",
         "outerHTML",
         "insertAdjacentHTML",
         "document.write",
@@ -618,10 +618,37 @@ def test_widget_writes_note_text_only_as_text() -> None:
         "createContextualFragment",
         "eval(",
         "new Function",
-        "href",
     ):
         assert sink not in script, sink
+    assert script.count("innerHTML") == 1 and "function kernelHtml(el, html) {\n  el.innerHTML = html;" in script
+    calls = re.findall(r"^\s+kernelHtml\((\w+), (.+)\);$", script, flags=re.MULTILINE)
+    assert sorted(arg for _, arg in calls) == ['model.get("answer_html")', 'source.html || ""'], calls
+    # The only href it touches is a rendered link's, given a new tab.
+    assert script.count("href") == 1 and 'querySelectorAll("a[href]")' in script
     assert 'if (key === "text") el.textContent = value;' in script
+
+
+# What the widget's kernel side wraps around rendered Markdown (demo.widget.answer_html).
+WIDGET = _union(
+    MARKDOWN,
+    {
+        "div": {"class"},
+        "span": {"class", "title", "style", "data-source"},
+        "sup": {"class", "title", "style"},
+        "p": {"class", "style"},
+    },
+)
+
+
+@FUZZ
+@given(results(min_hits=1), st.lists(st.tuples(field_text, st.integers(1, 4)), min_size=1, max_size=4))
+def test_widget_answer_and_passages_hold_only_our_markup(result: SearchResult, quoted: list[tuple[str, int]]) -> None:
+    from demo.widget import answer_html, source_rows
+
+    answer = make_answer(result, [(number, text) for text, number in quoted], unsupported=[0], mode="generated")
+    audit(answer_html(answer), WIDGET)
+    for row in source_rows(answer):
+        audit(row["html"], MARKDOWN)
 
 
 # --- In the browser ----------------------------------------------------------------------------------------------
