@@ -14,8 +14,11 @@ knowledge base's writer, `RAG_LLM` or extractive). It displays the answer, its [
 listed below it with their relevance and cosine score bars; assign it (`result = %ask ...`) to use the hits
 (`result.hits`) or the answer (`result.answer`) in code. `--no-answer` searches only and returns the plain
 `SearchResult`, a table of scored hits (`rag.render`). By default it asks the shared knowledge base of the
-`RAG_*` settings; `--kb NAME` picks a `KnowledgeBase` variable of the notebook instead. Each question is asked on
-its own; the chat widget keeps a conversation.
+`RAG_*` settings; `--kb NAME` picks a `KnowledgeBase` variable of the notebook instead.
+
+The magic keeps the conversation of the notebook, one per knowledge base, so a follow-up (`%ask how is it
+different from GloVe?`) is read with the questions before it, as in the chat; `--new` starts a new conversation
+with this question.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from rag.errors import RagError
 from rag.knowledge import KnowledgeBase, shared_knowledge_base
 from rag.retrieve import SearchResult
 
-USAGE = "usage: %ask [-k N] [--min-score X] [--kb NAME] [--no-sync] [--no-answer] [--] QUESTION"
+USAGE = "usage: %ask [-k N] [--min-score X] [--kb NAME] [--no-sync] [--no-answer] [--new] [--] QUESTION"
+# Turns of the conversation the magic keeps (question and answer each count as one).
+KEEP_TURNS = 12
 
 
 # `%ask ...` alone or assigned (`result = %ask ...`), at the start of a line.
@@ -68,7 +73,7 @@ def parse_options(line: str) -> tuple[dict[str, Any], str]:
     Raises:
         UsageError: an unknown option, or an option without a valid value.
     """
-    options: dict[str, Any] = {"k": 5, "min_score": None, "kb": None, "sync": True, "answer": True}
+    options: dict[str, Any] = {"k": 5, "min_score": None, "kb": None, "sync": True, "answer": True, "new": False}
     rest = line.strip()
     while rest.startswith("-"):
         word, _, rest = rest.partition(" ")
@@ -77,6 +82,9 @@ def parse_options(line: str) -> tuple[dict[str, Any], str]:
             break
         if word in ("--no-sync", "--no-answer"):
             options[word[5:]] = False
+            continue
+        if word == "--new":
+            options["new"] = True
             continue
         names = {"-k": ("k", int), "--min-score": ("min_score", float), "--kb": ("kb", str)}
         if word not in names:
@@ -97,12 +105,16 @@ def parse_options(line: str) -> tuple[dict[str, Any], str]:
 
 @magics_class
 class AskMagics(Magics):
-    """`%ask` as a line and a cell magic."""
+    """`%ask` as a line and a cell magic, with the notebook's conversation per knowledge base."""
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell, **kwargs)
+        self.conversations: dict[int, list[dict[str, str]]] = {}
 
     @line_cell_magic
     def ask(self, line: str, cell: str | None = None) -> SearchResult | None:
         """Ask the knowledge base a question; shows the answer and its numbered sources. Options: -k N,
-        --min-score X, --kb NAME, --no-sync, --no-answer."""
+        --min-score X, --kb NAME, --no-sync, --no-answer, --new (a new conversation)."""
         options, question = parse_options(line)
         if cell is not None:
             question = (question + "\n" + cell).strip()
@@ -112,7 +124,13 @@ class AskMagics(Magics):
                 kb.sync(rebuild=False)
             if not options["answer"]:
                 return kb.search(question, k=options["k"], min_score=options["min_score"])
-            return AskResult.of(kb.answerer.answer(question, k=options["k"], min_score=options["min_score"]))
+            history = self.conversations.setdefault(id(kb), [])
+            if options["new"]:
+                history.clear()
+            answer = kb.answerer.answer(question, history=history, k=options["k"], min_score=options["min_score"])
+            history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
+            del history[:-KEEP_TURNS]
+            return AskResult.of(answer)
         except RagError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return None

@@ -36,6 +36,8 @@ def test_options_are_split_from_the_question_which_stays_as_typed(
 def test_no_sync_and_no_answer_are_flags() -> None:
     options, rest = parse_options("--no-answer --no-sync -k 2 what?")
     assert (options["sync"], options["answer"], options["k"], rest) == (False, False, 2, "what?")
+    options, rest = parse_options("--new what is GloVe?")
+    assert options["new"] and rest == "what is GloVe?"
 
 
 @pytest.mark.parametrize("line", ["--top 3 q", "-k three q", "-k", "-k 0 q", "--min-score x q", "--kb"])
@@ -98,6 +100,17 @@ def test_a_question_the_notes_do_not_cover_is_refused_with_the_weak_sources(shel
     assert result.answer.mode == "refused" and not result.confident
     html = result._repr_html_()
     assert "Not in your notes." in html and "weak" in html and "<table" in html
+
+
+@pytest.mark.slow
+def test_a_follow_up_keeps_the_thread_until_a_new_conversation(shell) -> None:  # type: ignore[no-untyped-def]
+    first = shell.run_cell("%ask --new What is word2vec?").result
+    assert first.answer.searched == "What is word2vec?"
+    follow = shell.run_cell("%ask How is it different from GloVe?").result
+    assert follow.answer.searched == "What is word2vec? How is it different from GloVe?"
+    assert "glove.md" in {s.source for s in follow.answer.sources}
+    fresh = shell.run_cell("%ask --new How is it different from GloVe?").result
+    assert fresh.answer.searched == fresh.question
 
 
 @pytest.mark.slow
