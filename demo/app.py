@@ -30,6 +30,7 @@ from demo.maps import map_html, score_html
 from demo.watch import FolderWatcher
 from rag.answer import Answer, BusyError
 from rag.errors import NoteWriteError, RagError
+from rag.filters import SearchFilter
 from rag.knowledge import KnowledgeBase
 from rag.load import parse_tags
 from rag.write import NewNote
@@ -89,6 +90,7 @@ class ChatService:
         history: Sequence[dict[str, str]] = (),
         k: int = 5,
         min_score: float | None = None,
+        only: SearchFilter | None = None,
     ) -> Answer:
         """The checked answer to `question`, given the conversation before it (see `rag.answer.Answerer`).
 
@@ -96,7 +98,7 @@ class ChatService:
             EmptyQuestionError: the question is blank.
             BusyError: too many answers are being written.
         """
-        return self.kb.answerer.answer(question, history=history, k=k, min_score=min_score)
+        return self.kb.answerer.answer(question, history=history, k=k, min_score=min_score, only=only)
 
     def stream(
         self,
@@ -106,9 +108,10 @@ class ChatService:
         k: int = 5,
         min_score: float | None = None,
         stop: threading.Event | None = None,
+        only: SearchFilter | None = None,
     ) -> Iterator[Answer]:
         """Drafts of the answer while a model writes it, then the checked answer."""
-        return self.kb.answerer.stream(question, history=history, k=k, min_score=min_score, stop=stop)
+        return self.kb.answerer.stream(question, history=history, k=k, min_score=min_score, stop=stop, only=only)
 
     def add_note(self, title: str, body: str, tags: Sequence[str] = (), *, name: str | None = None) -> NewNote:
         """Write a note and index it before returning, so the next question finds it.
@@ -134,6 +137,15 @@ class ChatService:
 
     def status(self) -> dict[str, Any]:
         return index_status(self.kb, self.watcher, read_only=self.read_only)
+
+
+def parse_filter(tags: str | None, paths: str | None) -> SearchFilter | None:
+    """The chat's filter fields (comma separated) as a search filter; None when both are empty.
+
+    Raises:
+        ConfigError: an absolute path pattern.
+    """
+    return SearchFilter.of(tags or "", [p for p in (paths or "").split(",") if p.strip()]) or None
 
 
 def bounded_k(k: Any) -> int:
@@ -308,6 +320,8 @@ class ChatLayout:
     save_notice: Any
     top_k: Any
     min_score: Any
+    only_tags: Any  # search filters: tags (all of them) and path globs (any of them), comma separated
+    only_paths: Any
     sources: Any
     note_form: NoteForm | None  # None when read-only
     status: Any
@@ -388,6 +402,19 @@ def _chat_column(service: ChatService, examples: list[str]) -> dict[str, Any]:
             info="Hide sources whose cosine similarity is below this (0 = show all).",
             elem_id="rag-minscore",
         )
+        with gr.Row():
+            only_tags = gr.Textbox(
+                label="Only notes tagged",
+                placeholder="e.g. nlp, embeddings (all of them)",
+                max_lines=1,
+                elem_id="rag-only-tags",
+            )
+            only_paths = gr.Textbox(
+                label="Only paths",
+                placeholder="e.g. recipes/*, glove.md (any of them)",
+                max_lines=1,
+                elem_id="rag-only-paths",
+            )
     return {
         "chatbot": chatbot,
         "question": question,
@@ -398,6 +425,8 @@ def _chat_column(service: ChatService, examples: list[str]) -> dict[str, Any]:
         "save_notice": save_notice,
         "top_k": top_k,
         "min_score": min_score,
+        "only_tags": only_tags,
+        "only_paths": only_paths,
     }
 
 
@@ -446,7 +475,14 @@ class ChatEvents:
         self.service = service
 
     def on_ask(
-        self, question: str, history: list[dict[str, Any]], k: float, min_score: float, turns: list[dict[str, str]]
+        self,
+        question: str,
+        history: list[dict[str, Any]],
+        k: float,
+        min_score: float,
+        turns: list[dict[str, str]],
+        tags: str = "",
+        paths: str = "",
     ) -> Iterator[tuple[Any, ...]]:
         """Chat history, sources, question box (cleared), the answer kept for saving, the conversation, and the
         Stop button's visibility; a model's answer streams in, draft by draft."""
@@ -466,6 +502,7 @@ class ChatEvents:
                 k=bounded_k(k),
                 min_score=min_score if min_score and min_score > 0 else None,
                 stop=stop,
+                only=parse_filter(tags, paths),
             )
             for answer in drafts:
                 shown = history + [{"role": "assistant", "content": render_markdown(compose_answer(answer))}]
@@ -540,7 +577,7 @@ def wire_events(app: Any, ui: ChatLayout, events: ChatEvents) -> None:
     """Connect the layout's components to the events. Every event is private: scripts use the named endpoints."""
     ask_args: dict[str, Any] = {
         "fn": events.on_ask,
-        "inputs": [ui.question, ui.chatbot, ui.top_k, ui.min_score, ui.conversation],
+        "inputs": [ui.question, ui.chatbot, ui.top_k, ui.min_score, ui.conversation, ui.only_tags, ui.only_paths],
         "outputs": [ui.chatbot, ui.sources, ui.question, ui.last_answer, ui.conversation, ui.stop],
         "api_visibility": "private",
     }
@@ -583,11 +620,14 @@ def add_named_endpoints(service: ChatService) -> None:
     `/add_note`. Their names are a contract (README, gradio_client users)."""
     import gradio as gr
 
-    def ask_api(question: str, k: int = 5, min_score: float | None = None) -> dict[str, Any]:
+    def ask_api(
+        question: str, k: int = 5, min_score: float | None = None, tags: str = "", paths: str = ""
+    ) -> dict[str, Any]:
         """Answer a question from the notes: the JSON of `python -m rag ask --json` (hits, sources, `answer`)
-        plus `markdown`, the answer as the chat shows it."""
+        plus `markdown`, the answer as the chat shows it. `tags` (all of them) and `paths` (globs, any of them)
+        are comma separated and keep the search to those notes."""
         try:
-            answer = service.ask(question, k=bounded_k(k), min_score=min_score)
+            answer = service.ask(question, k=bounded_k(k), min_score=min_score, only=parse_filter(tags, paths))
         except (RagError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         return {**answer.result_dict(), "markdown": compose_answer(answer)}

@@ -4,6 +4,7 @@
     %ask what is cosine similarity?
     %ask -k 3 --min-score 0.3 how do I pick a chunk size?
     %ask --no-answer -k 3 embeddings
+    %ask --tag nlp --path 'glove*' what does it learn from?
 
     %%ask -k 3
     A longer question that spans
@@ -32,10 +33,14 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from demo.widget import AskResult
 from rag.errors import RagError
+from rag.filters import SearchFilter
 from rag.knowledge import KnowledgeBase, shared_knowledge_base
 from rag.retrieve import SearchResult
 
-USAGE = "usage: %ask [-k N] [--min-score X] [--kb NAME] [--no-sync] [--no-answer] [--new] [--] QUESTION"
+USAGE = (
+    "usage: %ask [-k N] [--min-score X] [--tag T]... [--path GLOB]... [--kb NAME] [--no-sync] [--no-answer] [--new] "
+    "[--] QUESTION"
+)
 # Turns of the conversation the magic keeps (question and answer each count as one).
 KEEP_TURNS = 12
 
@@ -73,7 +78,16 @@ def parse_options(line: str) -> tuple[dict[str, Any], str]:
     Raises:
         UsageError: an unknown option, or an option without a valid value.
     """
-    options: dict[str, Any] = {"k": 5, "min_score": None, "kb": None, "sync": True, "answer": True, "new": False}
+    options: dict[str, Any] = {
+        "k": 5,
+        "min_score": None,
+        "kb": None,
+        "sync": True,
+        "answer": True,
+        "new": False,
+        "tags": [],
+        "paths": [],
+    }
     rest = line.strip()
     while rest.startswith("-"):
         word, _, rest = rest.partition(" ")
@@ -85,6 +99,13 @@ def parse_options(line: str) -> tuple[dict[str, Any], str]:
             continue
         if word == "--new":
             options["new"] = True
+            continue
+        if word in ("--tag", "--path"):
+            value, _, rest = rest.partition(" ")
+            rest = rest.lstrip()
+            if not value:
+                raise UsageError(f"{word} needs a value; {USAGE}")
+            options["tags" if word == "--tag" else "paths"].append(value.strip("'\""))
             continue
         names = {"-k": ("k", int), "--min-score": ("min_score", float), "--kb": ("kb", str)}
         if word not in names:
@@ -114,7 +135,7 @@ class AskMagics(Magics):
     @line_cell_magic
     def ask(self, line: str, cell: str | None = None) -> SearchResult | None:
         """Ask the knowledge base a question; shows the answer and its numbered sources. Options: -k N,
-        --min-score X, --kb NAME, --no-sync, --no-answer, --new (a new conversation)."""
+        --min-score X, --tag T, --path GLOB, --kb NAME, --no-sync, --no-answer, --new (a new conversation)."""
         options, question = parse_options(line)
         if cell is not None:
             question = (question + "\n" + cell).strip()
@@ -122,12 +143,15 @@ class AskMagics(Magics):
         try:
             if options["sync"]:
                 kb.sync(rebuild=False)
+            only = SearchFilter.of(options["tags"], options["paths"]) or None
             if not options["answer"]:
-                return kb.search(question, k=options["k"], min_score=options["min_score"])
+                return kb.search(question, k=options["k"], min_score=options["min_score"], only=only)
             history = self.conversations.setdefault(id(kb), [])
             if options["new"]:
                 history.clear()
-            answer = kb.answerer.answer(question, history=history, k=options["k"], min_score=options["min_score"])
+            answer = kb.answerer.answer(
+                question, history=history, k=options["k"], min_score=options["min_score"], only=only
+            )
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
             del history[:-KEEP_TURNS]
             return AskResult.of(answer)

@@ -40,7 +40,8 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from rag.answer import Answer, Answerer, BusyError
-from rag.errors import EmptyQuestionError, RagError
+from rag.errors import ConfigError, EmptyQuestionError, RagError
+from rag.filters import SearchFilter
 from rag.knowledge import KnowledgeBase
 
 MODEL_ID = "rag-notes"
@@ -96,6 +97,9 @@ class ChatRequest(BaseModel):
     model: str | None = None
     stream: bool = False
     k: int = Field(5, ge=1, le=MAX_K, strict=True)
+    # Extensions: search only notes with all these tags / under any of these path globs.
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    paths: list[str] = Field(default_factory=list, max_length=20)
 
 
 class BadRequest(Exception):
@@ -287,7 +291,11 @@ def add_openai_routes(
         ident = f"chatcmpl-{secrets.token_hex(12)}"
         stamp = int(time.time())
         stop = threading.Event()
-        drafts = _drafts(get_answerer, question, history, parsed.k, stop)
+        try:
+            only = SearchFilter.of(parsed.tags, parsed.paths) or None
+        except ConfigError as exc:
+            return openai_error(str(exc), 400, param="paths")
+        drafts = _drafts(get_answerer, question, history, parsed.k, stop, only)
         if not parsed.stream:
             try:
                 final = await _while_connected(request, stop, lambda: collections.deque(drafts, maxlen=1)[0])
@@ -308,9 +316,14 @@ Drafts = Generator[Answer, None, None]
 
 
 def _drafts(
-    get_answerer: Callable[[], Answerer], question: str, history: list[dict[str, str]], k: int, stop: threading.Event
+    get_answerer: Callable[[], Answerer],
+    question: str,
+    history: list[dict[str, str]],
+    k: int,
+    stop: threading.Event,
+    only: SearchFilter | None = None,
 ) -> Drafts:
-    yield from get_answerer().stream(question, history=history, k=k, stop=stop)
+    yield from get_answerer().stream(question, history=history, k=k, stop=stop, only=only)
 
 
 async def _while_connected(request: Request, stop: threading.Event, work: Callable[[], T]) -> T:

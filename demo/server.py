@@ -33,7 +33,8 @@ from demo.app import APP_CSS, MAX_K, TITLE, ChatService, build_app, theme
 from demo.openai_api import add_openai_routes
 from demo.settings import parse_allowed_hosts, parse_auth, split_host
 from demo.watch import FolderWatcher
-from rag.errors import EmptyQuestionError, NoteWriteError, RagError
+from rag.errors import ConfigError, EmptyQuestionError, NoteWriteError, RagError
+from rag.filters import SearchFilter
 from rag.knowledge import KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -113,13 +114,17 @@ def create_server(
         q: str = Query("", description="the question"),
         k: int = Query(5, description=f"how many hits, 1 to {MAX_K}"),
         min_score: float | None = Query(None, description="drop hits with a cosine similarity below this"),
+        tag: Annotated[list[str] | None, Query(description="only notes with this tag (repeatable: all)")] = None,
+        path: Annotated[list[str] | None, Query(description="only notes whose path matches (repeatable: any)")] = None,
     ) -> Any:
         if not 1 <= k <= MAX_K:
             return _error(f"k={k} is out of range; use 1 to {MAX_K}", 400)
         try:
-            return kb.search(q, k=k, min_score=min_score).to_dict()
+            return kb.search(q, k=k, min_score=min_score, only=SearchFilter.of(tag, path) or None).to_dict()
         except EmptyQuestionError:
             return _error("the question is empty; pass it as ?q=your+question", 400)
+        except ConfigError as exc:
+            return _error(str(exc), 400)
         except RagError as exc:
             return _error(str(exc), 503)
 

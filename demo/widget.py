@@ -36,6 +36,7 @@ from demo.format import render_markdown
 from rag.answer import SOURCE_ORDER, Answer, Sentence
 from rag.chunk import heading_text
 from rag.errors import RagError
+from rag.filters import SearchFilter
 from rag.knowledge import KnowledgeBase, shared_knowledge_base
 from rag.load import parse_tags
 from rag.passage import Source
@@ -229,6 +230,9 @@ class ChatWidget(anywidget.AnyWidget):
     notice = traitlets.Unicode("").tag(sync=True)
     read_only = traitlets.Bool(False).tag(sync=True)
     k = traitlets.Int(5).tag(sync=True)
+    # Search filters: only notes with every one of `tags`, and (if any) under one of the `paths` globs.
+    tags = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    paths = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(self, kb: KnowledgeBase | None = None, *, k: int = 5, **kwargs: Any) -> None:
         if k < 1:
@@ -271,7 +275,9 @@ class ChatWidget(anywidget.AnyWidget):
                     self.writing = True
                     self.busy = "Writing the answer… (Stop ends it early)"
                 final = None
-                for final in answerer.stream(question, history=self.history, k=self.k, stop=self._stop):
+                only = SearchFilter.of(self.tags, self.paths) or None
+                drafts = answerer.stream(question, history=self.history, k=self.k, stop=self._stop, only=only)
+                for final in drafts:
                     if conversation == self._conversation:
                         self._show(final)
                     else:
@@ -358,6 +364,10 @@ class ChatWidget(anywidget.AnyWidget):
         try:
             kind = content.get("type")
             if kind == "ask":
+                if "tags" in content or "paths" in content:
+                    with self.hold_sync():
+                        self.tags = list(parse_tags(str(content.get("tags", ""))))
+                        self.paths = [p.strip() for p in str(content.get("paths", "")).split(",") if p.strip()]
                 self._start(str(content.get("question", "")))
             elif kind == "stop":
                 self.stop()

@@ -28,6 +28,7 @@ from rag.passage import Source, file_reader, gather_sources
 from rag.retrieve import SearchResult
 
 if TYPE_CHECKING:
+    from rag.filters import SearchFilter
     from rag.knowledge import KnowledgeBase
 
 MODES = ("extractive", "generated", "refused")
@@ -256,10 +257,16 @@ class Answerer:
         return not isinstance(self.writer, ExtractiveWriter)
 
     def answer(
-        self, question: str, *, history: Sequence[Message] = (), k: int = 5, min_score: float | None = None
+        self,
+        question: str,
+        *,
+        history: Sequence[Message] = (),
+        k: int = 5,
+        min_score: float | None = None,
+        only: SearchFilter | None = None,
     ) -> Answer:
         """The final answer (see `stream`)."""
-        drafts = self.stream(question, history=history, k=k, min_score=min_score)
+        drafts = self.stream(question, history=history, k=k, min_score=min_score, only=only)
         return collections.deque(drafts, maxlen=1)[0]
 
     def stream(
@@ -270,8 +277,10 @@ class Answerer:
         k: int = 5,
         min_score: float | None = None,
         stop: threading.Event | None = None,
+        only: SearchFilter | None = None,
     ) -> Iterator[Answer]:
-        """Drafts of the answer as it is written (`final` False), then the checked answer.
+        """Drafts of the answer as it is written (`final` False), then the checked answer; `only` keeps the search
+        to notes with given tags or paths.
 
         Raises:
             EmptyQuestionError: the question is blank.
@@ -279,11 +288,14 @@ class Answerer:
             ModelError: the model failed.
         """
         searched = standalone_question(question, history, self.writer if self.generates else None)
-        result = self.kb.search(searched, k=k, min_score=min_score)
+        result = self.kb.search(searched, k=k, min_score=min_score, only=only)
         sources = gather_sources(result, file_reader(self.kb.config.knowledge_dir))
         base = Answer(question, searched, "refused", "", sources, result, model=self.writer.model)
         if not result.hits:
-            yield replace(base, text="Nothing in your notes matches this question.", reason="no hits", model=None)
+            text = "Nothing in your notes matches this question."
+            if only:
+                text = f"No note matches {only.describe()}; widen the filter or remove it."
+            yield replace(base, text=text, reason=result.reason or "no hits", model=None)
             return
         if not result.confident:
             reason = f"not in your notes: {result.reason}" if result.reason else "not in your notes"

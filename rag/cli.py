@@ -17,6 +17,7 @@ from rag.answer import SOURCE_ORDER, Answer, Answerer
 from rag.chunk import context_line
 from rag.config import Config
 from rag.errors import ConfigError, IndexLockedError, RagError, StoreInUseError
+from rag.filters import SearchFilter
 from rag.knowledge import KnowledgeBase
 from rag.load import parse_tags
 from rag.render import percentile_label
@@ -44,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", type=int, default=5, metavar="N", help="how many hits (default 5)")
     ask.add_argument("--min-score", type=float, metavar="X", help="drop hits with a cosine similarity below X")
     ask.add_argument("--batch", metavar="FILE", help="one question per line ('-' for stdin); prints JSON lines")
+    ask.add_argument(
+        "--tag", action="append", default=[], metavar="TAG", help="only notes with this tag (repeatable: all of them)"
+    )
+    ask.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only notes whose path matches, e.g. 'recipes/*' (repeatable: any of them)",
+    )
     ask.add_argument("--no-answer", action="store_true", help="print the sources only; write no answer")
     ask.add_argument("--llm", metavar="GGUF", help="answer with this GGUF model file, or 'smollm2' (RAG_LLM)")
     ask.add_argument("--llm-url", metavar="URL", help="answer with an OpenAI-compatible server (RAG_LLM_URL)")
@@ -178,6 +189,7 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
     if args.k < 1:
         print("error: -k must be at least 1", file=sys.stderr)
         return 2
+    args.only = SearchFilter.of(args.tag, args.path) or None
     if args.question is not None and not args.batch:
         clean_question(args.question)  # an empty question fails before a sync that could take minutes
     try:
@@ -196,7 +208,7 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
         if args.json:
             _print_json(_ask_json(kb, answerer, args.question, args), out)
         elif answerer is None:
-            print(format_result(kb.search(args.question, k=args.k, min_score=args.min_score)), file=out)
+            print(format_result(kb.search(args.question, k=args.k, min_score=args.min_score, only=args.only)), file=out)
         else:
             _print_answer(answerer, args.question, (), args, out)
         return 0
@@ -211,7 +223,7 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
         if not question.strip():
             continue
         if answerer is None:
-            print(format_result(kb.search(question, k=args.k, min_score=args.min_score)), file=out)
+            print(format_result(kb.search(question, k=args.k, min_score=args.min_score, only=args.only)), file=out)
             continue
         answer = _print_answer(answerer, question, history, args, out)
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
@@ -219,8 +231,8 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace, stdin: TextIO, out: TextIO
 
 def _ask_json(kb: KnowledgeBase, answerer: Answerer | None, question: str, args: argparse.Namespace) -> dict:
     if answerer is None:
-        return kb.search(question, k=args.k, min_score=args.min_score).to_dict()
-    return answerer.answer(question, k=args.k, min_score=args.min_score).result_dict()
+        return kb.search(question, k=args.k, min_score=args.min_score, only=args.only).to_dict()
+    return answerer.answer(question, k=args.k, min_score=args.min_score, only=args.only).result_dict()
 
 
 def _print_answer(
@@ -229,7 +241,7 @@ def _print_answer(
     """Stream a model's answer as it is written, then print the checked answer and its sources."""
     shown = 0
     final = None
-    for final in answerer.stream(question, history=history, k=args.k, min_score=args.min_score):
+    for final in answerer.stream(question, history=history, k=args.k, min_score=args.min_score, only=args.only):
         if not final.final and out.isatty():
             out.write(final.text[shown:])
             out.flush()

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import AbstractSet, Any, Iterable
 
 import numpy as np
 
@@ -184,7 +184,18 @@ class KeywordIndex:
         values = self.vectors[[n for _, n in wanted]] @ np.asarray(vector, dtype=np.float32)
         return {chunk_id: float(v) for (chunk_id, _), v in zip(wanted, values, strict=True) if not np.isnan(v)}
 
-    def scores(self, question: str, *, top: int | None = None, among: Iterable[str] = ()) -> dict[str, float]:
+    def sources(self) -> set[str]:
+        """The note paths of the indexed chunks (a chunk id is `path#digest`)."""
+        return {chunk_id.rsplit("#", 1)[0] for chunk_id in self.ids}
+
+    def scores(
+        self,
+        question: str,
+        *,
+        top: int | None = None,
+        among: Iterable[str] = (),
+        allowed: AbstractSet[str] | None = None,
+    ) -> dict[str, float]:
         """BM25 scores by chunk id for `question`; chunks sharing no term with it are left out.
 
         Args:
@@ -192,6 +203,7 @@ class KeywordIndex:
             top: keep only the `top` best chunks (all when None); picking them stays in numpy, which is what keeps
                 a search over tens of thousands of chunks to a fraction of a millisecond.
             among: chunk ids whose scores are wanted as well, whether or not they are among the best.
+            allowed: score only these chunk ids (a search filter); the best `top` are picked among them.
         """
         if not self.ids:
             return {}
@@ -200,6 +212,10 @@ class KeywordIndex:
         if not tokens:
             return {}
         values = np.asarray(self.retriever.get_scores(tokens))
+        if allowed is not None:
+            keep = np.zeros(len(values), dtype=bool)
+            keep[[n for i in allowed if (n := self._position.get(i)) is not None]] = True
+            values = np.where(keep, values, 0.0)
         (positive,) = np.nonzero(values > 0)
         if top is not None and len(positive) > top:
             positive = positive[np.argpartition(-values[positive], top - 1)[:top]] if top > 0 else positive[:0]

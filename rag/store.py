@@ -312,14 +312,16 @@ class Store:
         for start in range(0, len(sources), 500):
             self.collection.delete(where={"source": {"$in": list(sources[start : start + 500])}})
 
-    def query(self, vector: np.ndarray, *, k: int) -> list[tuple[Chunk, float]]:
-        """The `k` nearest chunks, best first, each with its cosine similarity."""
+    def query(self, vector: np.ndarray, *, k: int, where: dict[str, Any] | None = None) -> list[tuple[Chunk, float]]:
+        """The `k` nearest chunks, best first, each with its cosine similarity; with `where`, among the chunks
+        whose metadata match it (Chroma filters before it ranks, so `k` come back when `k` match)."""
         # No count() first: Chroma returns fewer than `k` when it holds fewer, and the round trip costs ~1 ms.
         if k <= 0:
             return []
         result = self.collection.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)],
             n_results=k,
+            where=where,
             include=["documents", "metadatas", "distances"],
         )
         return [
@@ -329,14 +331,26 @@ class Store:
             )
         ]
 
-    def nearest(self, vector: np.ndarray, *, k: int) -> dict[str, float]:
-        """Ids of the `k` nearest chunks and their cosine similarities, best first, without texts (cheaper)."""
+    def nearest(self, vector: np.ndarray, *, k: int, where: dict[str, Any] | None = None) -> dict[str, float]:
+        """Ids of the `k` nearest chunks (matching `where`, if given) and their cosine similarities, best first,
+        without texts (cheaper)."""
         if k <= 0:
             return {}
         result = self.collection.query(
-            query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=k, include=["distances"]
+            query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=k, where=where, include=["distances"]
         )
         return {i: similarity(d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)}
+
+    def matching_ids(self, where: dict[str, Any]) -> list[str]:
+        """Ids of every chunk whose metadata match the Chroma clause `where`."""
+        ids: list[str] = []
+        offset = 0
+        while True:
+            page = self.collection.get(where=where, limit=_PAGE, offset=offset, include=[])
+            if not page["ids"]:
+                return ids
+            ids.extend(page["ids"])
+            offset += len(page["ids"])
 
     def similarities(self, vector: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
         """Cosine similarity of `vector` to each stored chunk in `ids` (stored vectors are unit length)."""

@@ -104,6 +104,12 @@ function render({ model, el }) {
     text: "Stop" });
   const resetButton = node("button", { type: "button", class: "ragchat-button ragchat-secondary",
     "data-role": "reset", text: "New conversation", title: "Forget the earlier questions: ask the next on its own" });
+  const onlyTags = node("input", { type: "text", class: "ragchat-input ragchat-filter", "data-role": "only-tags",
+    placeholder: "only tags (all of them)" });
+  const onlyPaths = node("input", { type: "text", class: "ragchat-input ragchat-filter", "data-role": "only-paths",
+    placeholder: "only paths, e.g. recipes/* (any)" });
+  onlyTags.value = (model.get("tags") || []).join(", ");
+  onlyPaths.value = (model.get("paths") || []).join(", ");
   const history = node("ol", { class: "ragchat-history", "data-role": "history" });
   const historyBox = node("details", { class: "ragchat-conversation", "data-role": "conversation", open: "" }, [
     node("summary", { text: "Earlier in this conversation" }), history,
@@ -133,13 +139,16 @@ function render({ model, el }) {
     node("div", { class: "ragchat-title", text: "Ask the knowledge base" }),
     historyBox,
     node("div", { class: "ragchat-row" }, [question, askButton, stopButton, resetButton]),
+    node("div", { class: "ragchat-row ragchat-filters" }, [onlyTags, onlyPaths]),
     status, error, notice, searched, answer, caption, sources, noteForm,
   ]);
   el.appendChild(root);
 
   const ask = () => {
     const text = question.value.trim();
-    if (text && !model.get("busy")) model.send({ type: "ask", question: text });
+    if (text && !model.get("busy")) {
+      model.send({ type: "ask", question: text, tags: onlyTags.value, paths: onlyPaths.value });
+    }
   };
   const addNote = () => {
     model.send({ type: "add_note", title: noteTitle.value, tags: noteTags.value, body: noteBody.value });
