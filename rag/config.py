@@ -44,10 +44,10 @@ class Config:
     # hybrid candidates read by a cross-encoder, its score fused with the hybrid one; see `rag.retrieve.search`).
     search_mode: str = "hybrid"
     # Rerank mode: hybrid candidates the cross-encoder reads, the weight of its scaled score against the scaled
-    # hybrid score, and its onnxruntime threads (0: all cores but one). To be tuned on SciFact train
-    # (bench/results-rerank-train.json).
+    # hybrid score (tuned on SciFact train, see `rag.retrieve.RERANK_WEIGHT`), and its onnxruntime threads (0: all
+    # cores but one). One thread: on 2 busy cores, 2 threads took 1.4-2.3x as long (bench/results-rerank-train.json).
     rerank_candidates: int = 20
-    rerank_weight: float = 0.5
+    rerank_weight: float = 0.6
     rerank_threads: int = 1
     # With a calibrated corpus, the best hit's percentile among unrelated chunk pairs needed to be confident.
     confident_percentile: float = 95.0

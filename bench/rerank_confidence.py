@@ -1,0 +1,103 @@
+"""Does the cross-encoder's score tell answerable questions from unanswerable ones better than today's verdict?
+
+Indexes the starter notes (knowledge/) in a temporary folder, asks the answerable questions of
+bench/questions/knowledge.jsonl and the unanswerable ones of knowledge-unanswerable.jsonl in search mode "rerank",
+and compares two signals of the best hits: the cosine percentile that `confident` is computed from, and the best
+raw cross-encoder logit. Prints each signal's ROC AUC, its best single threshold's accuracy, and the accuracy of
+the verdict as shipped.
+
+    python bench/rerank_confidence.py --json-out bench/results-rerank-confidence.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from rag.config import Config  # noqa: E402
+from rag.knowledge import KnowledgeBase  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = ROOT / "bench" / "questions"
+
+
+def auc(positive: list[float], negative: list[float]) -> float:
+    """Probability that a random answerable question scores above a random unanswerable one (ties count half)."""
+    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
+    return wins / (len(positive) * len(negative))
+
+
+def best_threshold(positive: list[float], negative: list[float]) -> tuple[float, float]:
+    """The bar that classifies the most questions right (at or above: answerable), and that accuracy."""
+    best = (float("-inf"), 0.0)
+    for bar in sorted(set(positive + negative)):
+        right = sum(p >= bar for p in positive) + sum(n < bar for n in negative)
+        accuracy = right / (len(positive) + len(negative))
+        if accuracy > best[1]:
+            best = (bar, accuracy)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args(argv)
+    answerable = [json.loads(line)["question"] for line in (QUESTIONS / "knowledge.jsonl").read_text().splitlines()]
+    unanswerable = [
+        json.loads(line)["question"] for line in (QUESTIONS / "knowledge-unanswerable.jsonl").read_text().splitlines()
+    ]
+    work = Path(tempfile.mkdtemp(prefix="rag-rerank-confidence-"))
+    kb = KnowledgeBase(Config(knowledge_dir=ROOT / "knowledge", db_dir=work / "db", search_mode="rerank"))
+    kb.sync()
+    rows = []
+    for kind, questions in (("answerable", answerable), ("unanswerable", unanswerable)):
+        for question in questions:
+            result = kb.search(question, k=5)
+            rows.append(
+                {
+                    "kind": kind,
+                    "question": question,
+                    "confident": result.confident,
+                    "percentile": max((h.percentile or 0.0) for h in result.hits),
+                    "logit": max(h.rerank_score for h in result.hits if h.rerank_score is not None),
+                }
+            )
+    report = {}
+    for signal in ("percentile", "logit"):
+        positive = [r[signal] for r in rows if r["kind"] == "answerable"]
+        negative = [r[signal] for r in rows if r["kind"] == "unanswerable"]
+        bar, accuracy = best_threshold(positive, negative)
+        report[signal] = {
+            "auc": round(auc(positive, negative), 3),
+            "best_bar": round(bar, 3),
+            "accuracy": round(accuracy, 3),
+        }
+    shipped = sum(r["confident"] == (r["kind"] == "answerable") for r in rows) / len(rows)
+    report["shipped_verdict_accuracy"] = round(shipped, 3)
+    load = os.getloadavg()
+    print(f"{len(answerable)} answerable, {len(unanswerable)} unanswerable questions; load average {load[0]:.2f}")
+    print("| signal | ROC AUC | best bar | accuracy at it |\n|---|---|---|---|")
+    for signal in ("percentile", "logit"):
+        r = report[signal]
+        print(f"| {signal} | {r['auc']} | {r['best_bar']} | {r['accuracy']} |")
+    print(
+        f"| shipped verdict (percentile >= {Config.confident_percentile:g}) | | "
+        f"| {report['shipped_verdict_accuracy']} |"
+    )
+    if args.json_out:
+        args.json_out.write_text(
+            json.dumps({"load_average": [round(x, 2) for x in load], **report, "rows": rows}, indent=2) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
