@@ -216,24 +216,48 @@ def _split_answer(text: str) -> list[str]:
 def _support(
     embedder: Embedder, pieces: Sequence[tuple[str, tuple[int, ...]]], sources: dict[int, Source]
 ) -> list[float | None]:
-    """Each sentence's best cosine similarity to a cited passage or one of its sentences (None: cites none)."""
-    cited = sorted({n for _, numbers in pieces for n in numbers})
-    if not cited:
-        return [None] * len(pieces)
+    """Each sentence's best cosine similarity to a cited passage or one of its sentences (None: cites none).
+
+    A sentence that a cited passage holds word for word (a quote, as the extractive writer writes) scores 1.0
+    without a model call; the others are embedded with the passages they cite.
+    """
+    out: list[float | None] = [None] * len(pieces)
+    pending = []
+    for row, (text, numbers) in enumerate(pieces):
+        if not numbers:
+            continue
+        if any(_squeeze(text) in _squeeze(sources[n].text) for n in numbers):
+            out[row] = 1.0
+        else:
+            pending.append(row)
+    if not pending:
+        return out
+    cited = sorted({n for row in pending for n in pieces[row][1]})
     targets: list[tuple[int, str]] = []
     for n in cited:
         passage = sources[n].text
         targets.append((n, passage))
         targets.extend((n, s) for s in split_sentences(passage))
-    texts = [p[0] for p in pieces] + [t[1] for t in targets]
-    vectors = np.asarray(embedder.embed_batch(texts), dtype=np.float32)
-    asked, against = vectors[: len(pieces)], vectors[len(pieces) :]
+    texts = [pieces[row][0] for row in pending] + [t[1] for t in targets]
+    vectors = np.asarray(_embed_short(embedder, texts), dtype=np.float32)
+    asked, against = vectors[: len(pending)], vectors[len(pending) :]
     similarity = asked @ against.T
-    out: list[float | None] = []
-    for row, (_, numbers) in enumerate(pieces):
-        columns = [c for c, (n, _) in enumerate(targets) if n in numbers]
-        out.append(round(float(similarity[row, columns].max()), 4) if columns else None)
+    for i, row in enumerate(pending):
+        columns = [c for c, (n, _) in enumerate(targets) if n in pieces[row][1]]
+        out[row] = round(float(similarity[i, columns].max()), 4) if columns else None
     return out
+
+
+def _embed_short(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Vectors of sentences and passages through the embedder's question encoder when it has one (the fast ONNX
+    export of the same model), else its batch method."""
+    embed = getattr(embedder, "embed_queries", None) or embedder.embed_batch
+    return embed(list(texts))
+
+
+def _squeeze(text: str) -> str:
+    """Text with runs of white space made one space, for a word-for-word comparison across line breaks."""
+    return " ".join(text.split())
 
 
 def says_not_in_notes(text: str) -> bool:
@@ -335,5 +359,5 @@ class Answerer:
 
     def _sentence_similarity(self, question: str, sentences: Sequence[str]) -> list[float]:
         # The model's vectors are unit length, so a dot product is their cosine similarity.
-        vectors = np.asarray(self.kb.embedder.embed_batch([question, *sentences]))
+        vectors = np.asarray(_embed_short(self.kb.embedder, [question, *sentences]))
         return [float(x) for x in vectors[1:] @ vectors[0]]
