@@ -16,10 +16,12 @@ from rag.errors import (
     StoreInUseError,
 )
 from rag.figure import Figure, map
+from rag.filters import SearchFilter
 from rag.generate import AnswerWriter, ExtractiveWriter, LocalModelWriter, RemoteModelWriter, make_writer
 from rag.knowledge import KnowledgeBase, Rebuild, Status, Verification, ask, shared_knowledge_base
 from rag.load import Note, find_notes, load_note, parse_note, parse_tags
 from rag.passage import Source, gather_sources
+from rag.rerank import CrossEncoderReranker, Reranker
 from rag.retrieve import Hit, SearchResult, search
 from rag.store import Build, Store
 from rag.sync import FileStatus, Skipped, SyncReport, folder_status, sync_folder
@@ -27,6 +29,9 @@ from rag.write import NewNote, write_note
 
 __all__ = [
     "Answer",
+    "CrossEncoderReranker",
+    "Reranker",
+    "SearchFilter",
     "Answerer",
     "AnswerWriter",
     "BusyError",
