@@ -47,6 +47,18 @@ _DASHES = re.compile("[\u2010-\u2015\u2212]")
 _EMPHASIS = re.compile(r"[*_`]")
 
 
+def code_version() -> str:
+    """The commit the library code was measured at, with "+changes" when rag/ differs from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", "rag") else "")
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The nearest-rank `q` quantile (0-1) of `values`; None when there are none."""
     if not values:
@@ -239,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     encoder = Config.encoder if Config.encoder != "auto" else ("bf16" if cpu_has_bf16() else "onnx")
     result: dict[str, Any] = {
+        "code": code_version(),
         "threads": {
             "torch": torch.get_num_threads(),
             "llama_cpp": args.threads,
@@ -258,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"threads: torch {result['threads']['torch']}, llama.cpp {args.threads}, onnxruntime its default "
-        f"(cpus {os.cpu_count()}); encoder {encoder}; k={args.k}; load average before "
+        f"(cpus {os.cpu_count()}); encoder {encoder}; k={args.k}; code {result['code']}; load average before "
         + " ".join(f"{x:.2f}" for x in load_before)
     )
     with tempfile.TemporaryDirectory(prefix="bench-answers-") as tmp:

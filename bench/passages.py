@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.answers import contains, read_questions  # noqa: E402
+from bench.answers import code_version, contains, read_questions  # noqa: E402
 from rag.answer import standalone_question  # noqa: E402
 from rag.config import Config  # noqa: E402
 from rag.knowledge import KnowledgeBase  # noqa: E402
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ks or min(ks) < 1 or max(ks) > WIDE_K:
         parser.error(f"-k takes numbers from 1 to {WIDE_K}")
     result: dict[str, Any] = {
+        "code": code_version(),
         "k": ks,
         "passage_words": PASSAGE_WORDS,
         "word_budget": {str(k): k * PASSAGE_WORDS for k in ks},
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(
         f"k={args.k}; a passage grows within {PASSAGE_WORDS} words, so k passages show at most k x {PASSAGE_WORDS} "
-        f"words; torch threads {result['threads']['torch']}; load average before "
+        f"words; torch threads {result['threads']['torch']}; code {result['code']}; load average before "
         + " ".join(map(str, result["load_average_before"]))
         + ", after "
         + " ".join(map(str, result["load_average_after"]))
