@@ -157,10 +157,27 @@ def gather_sources(
         if len(spans) >= limit:
             continue
         spans.append(_Span(hit))
-    sources = []
-    for number, span in enumerate(spans, 1):
+    # Grow each span; a span that grows into lines an earlier span of its note already shows joins it (two hits
+    # of one section that did not touch as chunks would otherwise show the same section twice).
+    grown: list[tuple[_Span, int, int, str]] = []
+    for span in spans:
         lines = _current_lines(read, span)
         start, end, text = span.passage(lines, words)
+        earlier = next(
+            (i for i, (g, a, b, _) in enumerate(grown) if g.source == span.source and start <= b + 1 and end >= a - 1),
+            None,
+        )
+        if earlier is None:
+            grown.append((span, start, end, text))
+            continue
+        first, a, b, _ = grown[earlier]
+        for hit in span.hits:
+            first.add(hit)
+        start, end = min(a, start), max(b, end)
+        text = "\n".join(lines[start - 1 : end]).strip("\n") if lines is not None else first.passage(None, words)[2]
+        grown[earlier] = (first, start, end, text)
+    sources = []
+    for number, (span, start, end, text) in enumerate(grown, 1):
         best = span.best
         sources.append(
             Source(

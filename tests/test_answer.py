@@ -83,6 +83,16 @@ def test_a_passage_grows_to_its_section_and_touching_hits_merge(tmp_path: Path) 
     assert sources[1].text.startswith("A starter is flour") and "doubles within six hours" in sources[1].text
 
 
+def test_hits_that_grow_into_the_same_section_are_one_source(tmp_path: Path) -> None:
+    (tmp_path / "bread.md").write_text(NOTE)
+    result = note_hits(tmp_path, (12, 12, 0.8), (5, 5, 0.6), (16, 16, 0.7))
+    sources = gather_sources(result, file_reader(tmp_path))
+    # Lines 12 and 16 are too far apart to touch, but both grow to lines 12-16: shown once, holding both hits.
+    assert [(s.number, s.start_line, s.end_line) for s in sources] == [(1, 12, 16), (2, 5, 8)]
+    assert set(sources[0].hit_ids) == {result.hits[0].chunk.id, result.hits[2].chunk.id}
+    assert sources[0].text.count("Bake it at 250 degrees") == 1
+
+
 def test_a_section_over_the_budget_grows_by_whole_paragraphs(tmp_path: Path) -> None:
     (tmp_path / "bread.md").write_text(NOTE)
     (source,) = gather_sources(note_hits(tmp_path, (14, 14, 0.8)), file_reader(tmp_path), words=22)
