@@ -411,6 +411,7 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
     serve, chunks = largest["serve"], largest["serve"]["chunks"]
     lines = []
     at = "measured" if chunks >= GOAL_SIZE * 0.95 else f"measured at {chunks} chunks, not at {GOAL_SIZE}"
+    at += busy(serve["load"])
     p50 = serve.get("hybrid_p50_ms")
     if p50 is not None:
         verdict = "met" if p50 <= GOALS["hybrid_p50_ms"] else "missed"
@@ -427,7 +428,7 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
     lines.append(
         f"unchanged re-sync of {GOAL_NOTES} notes <= {GOALS['resync_50k_notes_s']:g} s: {serve['resync_fresh_s']} s "
         f"for {serve['notes']} notes in a fresh knowledge base, {guess:.2f} s extrapolated linearly to {GOAL_NOTES} "
-        f"notes, {verdict} (plus {serve['open_s']} s opening the store in a new process)"
+        f"notes, {verdict} (plus {serve['open_s']} s opening the store in a new process){busy(serve['load'])}"
     )
     rates = [r["index"]["chunks_per_s"] for r in rows if r["index"].get("chunks_per_s")]
     if rates:
