@@ -56,10 +56,11 @@ _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*(?=\s+[\"'(*_A-Z0-9\[]|\s*$)")
 # Words by which a question leans on the one before it.
 _REFERS_BACK = re.compile(
-    r"\b(?:it|its|it's|they|them|their|theirs|this|that|these|those|he|she|him|her|his|one|ones|the same|"
-    r"such|there|former|latter)\b",
+    r"\b(?:it|its|it's|they|them|their|theirs|this|that|these|those|he|she|him|her|his|the same|former|latter)\b",
     re.IGNORECASE,
 )
+# A longer question names its subject: only a short one that refers back is read as a follow-up.
+FOLLOW_UP_WORDS = 12
 _CONTINUES = re.compile(r"^\s*(?:and|or|but|also|so|what about|how about|why not|then|same for)\b", re.IGNORECASE)
 _CONTENT_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]{2,}")
 _QUESTION_WORDS = frozenset(
@@ -149,9 +150,10 @@ class Answer:
 def standalone_question(question: str, history: Sequence[Message], writer: AnswerWriter | None = None) -> str:
     """What to search for a follow-up: the writer's rewrite when it has a model, else the rule below.
 
-    The rule: a question that leans on an earlier one (it names "it", "they", "this", "that" and the like, starts
-    with "and", "what about" or "how about", or holds nothing but question words, as "Why?" or "Tell me more")
-    is searched together with the last question asked before it; any other question is searched as asked.
+    The rule: a question that leans on an earlier one (a short one, of at most `FOLLOW_UP_WORDS` words, that names
+    "it", "they", "this", "that" and the like; one that starts with "and", "what about" or "how about"; or one
+    that holds nothing but question words, as "Why?" or "Tell me more") is searched together with the last
+    question asked before it; any other question is searched as asked.
     """
     earlier = [m["content"] for m in history if m.get("role") == "user" and m.get("content", "").strip()]
     if not earlier:
@@ -168,7 +170,8 @@ def standalone_question(question: str, history: Sequence[Message], writer: Answe
 def leans_back(question: str) -> bool:
     """Whether a question reads as a follow-up of the one before (see `standalone_question`)."""
     words = [w for w in _CONTENT_WORD.findall(question) if w.lower() not in _QUESTION_WORDS]
-    return bool(_REFERS_BACK.search(question) or _CONTINUES.match(question) or not words)
+    short = len(question.split()) <= FOLLOW_UP_WORDS
+    return bool((short and _REFERS_BACK.search(question)) or _CONTINUES.match(question) or not words)
 
 
 def check_citations(text: str, sources: Sequence[Source], embedder: Embedder) -> tuple[str, list[Sentence], list[int]]:

@@ -164,7 +164,11 @@ def gather_sources(
         lines = _current_lines(read, span)
         start, end, text = span.passage(lines, words)
         earlier = next(
-            (i for i, (g, a, b, _) in enumerate(grown) if g.source == span.source and start <= b + 1 and end >= a - 1),
+            (
+                i
+                for i, (g, a, b, _) in enumerate(grown)
+                if g.source == span.source and g.heading == span.heading and start <= b + 1 and end >= a - 1
+            ),
             None,
         )
         if earlier is None:
@@ -233,8 +237,13 @@ class _Span:
         return tuple(common)
 
     def touches(self, chunk: Chunk) -> bool:
-        """Whether `chunk` overlaps this span or lies next to it (a line apart at most)."""
-        return chunk.start_line <= self.end + 2 and chunk.end_line >= self.start - 2
+        """Whether `chunk` lies in this span's section and overlaps it or lies next to it (a line apart at most).
+        Hits of two sections stay two sources, each under its own heading."""
+        return (
+            chunk.heading == self.best.chunk.heading
+            and chunk.start_line <= self.end + 2
+            and chunk.end_line >= self.start - 2
+        )
 
     def add(self, hit: Hit) -> None:
         self.hits.append(hit)
