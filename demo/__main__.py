@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from demo.settings import ServerSettings
+from rag.cli import add_llm_arguments, llm_settings
 from rag.config import Config
 from rag.errors import ConfigError, RagError
 
@@ -31,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chroma-url", metavar="URL", help="Chroma server, e.g. http://127.0.0.1:8000 (RAG_CHROMA_URL)"
     )
-    parser.add_argument("--llm", metavar="GGUF", help="answer with this GGUF model file, or 'smollm2' (RAG_LLM)")
-    parser.add_argument("--llm-url", metavar="URL", help="answer with an OpenAI-compatible server (RAG_LLM_URL)")
-    parser.add_argument("--llm-model", metavar="NAME", help="the model to ask that server for (RAG_LLM_MODEL)")
-    parser.add_argument(
-        "--llm-api-key", metavar="KEY", help="that server's API key (RAG_LLM_API_KEY; the variable keeps it out of ps)"
-    )
-    parser.add_argument("--llm-threads", type=int, metavar="N", help="llama.cpp threads (RAG_LLM_THREADS; 0: cores-1)")
+    add_llm_arguments(parser)
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="login for the chat and the API (RAG_AUTH)")
     parser.add_argument(
         "--allowed-hosts",
@@ -74,11 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model=args.model,
             chroma_url=args.chroma_url,
             read_only=args.read_only,
-            llm=args.llm,
-            llm_url=args.llm_url,
-            llm_model=args.llm_model,
-            llm_api_key=args.llm_api_key,
-            llm_threads=args.llm_threads,
+            **llm_settings(args),
         )
         settings = ServerSettings.from_env().replace(
             host=args.host, port=args.port, auth=args.auth, allowed_hosts=args.allowed_hosts

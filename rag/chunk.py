@@ -72,9 +72,12 @@ class Chunk:
     @property
     def location(self) -> str:
         """`path:start-end` (`path:start` for one line): the lines of the note this chunk came from."""
-        if self.end_line and self.end_line != self.start_line:
-            return f"{self.source}:{self.start_line}-{self.end_line}"
-        return f"{self.source}:{self.start_line}"
+        return line_range(self.source, self.start_line, self.end_line)
+
+
+def line_range(source: str, start: int, end: int) -> str:
+    """`path:start-end`, or `path:start` for one line: how a place in a note is written everywhere."""
+    return f"{source}:{start}-{end}" if end and end != start else f"{source}:{start}"
 
 
 # How a heading path is written wherever a person reads it: CLI, chat, widget, notebook tables.

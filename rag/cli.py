@@ -56,13 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only notes whose path matches, e.g. 'recipes/*' (repeatable: any of them)",
     )
     ask.add_argument("--no-answer", action="store_true", help="print the sources only; write no answer")
-    ask.add_argument("--llm", metavar="GGUF", help="answer with this GGUF model file, or 'smollm2' (RAG_LLM)")
-    ask.add_argument("--llm-url", metavar="URL", help="answer with an OpenAI-compatible server (RAG_LLM_URL)")
-    ask.add_argument("--llm-model", metavar="NAME", help="the model to ask that server for (RAG_LLM_MODEL)")
-    ask.add_argument(
-        "--llm-api-key", metavar="KEY", help="that server's API key (RAG_LLM_API_KEY; the variable keeps it out of ps)"
-    )
-    ask.add_argument("--llm-threads", type=int, metavar="N", help="llama.cpp threads (RAG_LLM_THREADS; 0: cores-1)")
+    add_llm_arguments(ask)
 
     add = commands.add_parser(
         "add-note", parents=[common], help="write a new note into the knowledge folder and index it"
@@ -100,6 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
+    """The answer writer's flags (`--llm`, `--llm-url`, ...), shared by `ask` and `python -m demo`."""
+    parser.add_argument("--llm", metavar="GGUF", help="answer with this GGUF model file, or 'smollm2' (RAG_LLM)")
+    parser.add_argument("--llm-url", metavar="URL", help="answer with an OpenAI-compatible server (RAG_LLM_URL)")
+    parser.add_argument("--llm-model", metavar="NAME", help="the model to ask that server for (RAG_LLM_MODEL)")
+    parser.add_argument(
+        "--llm-api-key", metavar="KEY", help="that server's API key (RAG_LLM_API_KEY; the variable keeps it out of ps)"
+    )
+    parser.add_argument("--llm-threads", type=int, metavar="N", help="llama.cpp threads (RAG_LLM_THREADS; 0: cores-1)")
+
+
+def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `Config` fields those flags set (None: not given)."""
+    names = ("llm", "llm_url", "llm_model", "llm_api_key", "llm_threads")
+    return {name: getattr(args, name) for name in names}
+
+
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     stdin = stdin or sys.stdin
@@ -109,13 +120,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
             knowledge_dir=args.knowledge, db_dir=args.db, model=args.model, chroma_url=args.chroma_url
         )
         if args.command == "ask":
-            config = config.replace(
-                llm=args.llm,
-                llm_url=args.llm_url,
-                llm_model=args.llm_model,
-                llm_api_key=args.llm_api_key,
-                llm_threads=args.llm_threads,
-            )
+            config = config.replace(**llm_settings(args))
         kb = KnowledgeBase(config)
         if args.command == "index":
             return _index(kb, args, out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rag.chunk import Chunk, heading_text, section
+from rag.chunk import Chunk, heading_text, line_range, section
 from rag.load import content_hash, parse_note
 from rag.retrieve import Hit, SearchResult
 
@@ -68,9 +68,7 @@ class Source:
 
     @property
     def location(self) -> str:
-        if self.end_line and self.end_line != self.start_line:
-            return f"{self.source}:{self.start_line}-{self.end_line}"
-        return f"{self.source}:{self.start_line}"
+        return line_range(self.source, self.start_line, self.end_line)
 
     def to_dict(self) -> dict[str, Any]:
         """The source as `ask --json` and the APIs print it, with the field names of a hit where they mean the
