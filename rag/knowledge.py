@@ -433,6 +433,7 @@ class KnowledgeBase:
             reranker=self.reranker if mode == "rerank" else None,
             rerank_candidates=self.config.rerank_candidates,
             rerank_weight=self.config.rerank_weight,
+            rerank_confident_logit=self.config.rerank_confident_logit,
             only=only,
         )
 

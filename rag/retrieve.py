@@ -96,7 +96,8 @@ class SearchResult:
     """The hits for one question, best first, and whether the best is a confident match, and why.
 
     `confident_by` says which bar decided it: "percentile" (the corpus is calibrated: the best hit's percentile
-    must reach `confident_at`) or "score" (too few notes to calibrate: its cosine similarity must reach it).
+    must reach `confident_at`), "score" (too few notes to calibrate: its cosine similarity must reach it) or
+    "rerank" (search mode "rerank": the best cross-encoder logit must reach it).
     """
 
     question: str
@@ -113,6 +114,8 @@ class SearchResult:
         """Whether `hit` falls below the bar a confident match must reach (the UIs mark such hits)."""
         if self.confident_by == "percentile" and hit.percentile is not None:
             return hit.percentile < self.confident_at
+        if self.confident_by == "rerank":
+            return hit.rerank_score is None or hit.rerank_score < self.confident_at
         return hit.score < self.confident_at
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,6 +164,7 @@ def search(
     reranker: Reranker | None = None,
     rerank_candidates: int = RERANK_CANDIDATES,
     rerank_weight: float = RERANK_WEIGHT,
+    rerank_confident_logit: float | None = None,
     only: SearchFilter | None = None,
 ) -> SearchResult:
     """The `k` chunks that best answer `question`.
@@ -179,11 +183,14 @@ def search(
         reranker: the cross-encoder of mode "rerank".
         rerank_candidates: how many of the best hybrid candidates it reads; the rest follow in hybrid order.
         rerank_weight: the weight of its scaled score in the fused one (the scaled hybrid score gets the rest).
+        rerank_confident_logit: in mode "rerank", the best raw cross-encoder logit must reach this for `confident`
+            (None: the cosine verdict, as in the other modes).
         only: search only the chunks of notes this filter keeps (tags, path patterns); dense search filters inside
             Chroma and BM25 scores only them, so `k` hits come back when `k` chunks match.
 
-    The verdict `confident` is the same in every mode: the cosine similarity of the best hits (its percentile
-    with a calibration), never the cross-encoder's score.
+    The verdict `confident` comes from the cosine similarity of the best hits (its percentile with a calibration),
+    except in mode "rerank" with `rerank_confident_logit`, where the cross-encoder has read the question beside
+    each candidate and its logit separates answerable from unanswerable questions far better.
 
     Raises:
         EmptyQuestionError: the question is empty or white space.
@@ -236,9 +243,12 @@ def search(
         assert keyword is not None
         ranked = (_bm25 if mode == "bm25" else _hybrid)(store, keyword, vector, text, k, scope)
     hits = ranked.hits(store, k, calibration)
-    verdict = judge(
-        hits, calibrated=calibration is not None, score_bar=confident_score, percentile_bar=confident_percentile
-    )
+    if mode == "rerank" and rerank_confident_logit is not None:
+        verdict = judge_logit(hits, bar=rerank_confident_logit)
+    else:
+        verdict = judge(
+            hits, calibrated=calibration is not None, score_bar=confident_score, percentile_bar=confident_percentile
+        )
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     return SearchResult(
@@ -392,6 +402,21 @@ def judge(hits: list[Hit], *, calibrated: bool, score_bar: float, percentile_bar
         word = "reaches" if confident else "is under"
         reason = f"the best score, {best.score:.2f}, {word} {bar:.2f} (too few notes to calibrate the scores yet)"
     return SearchResult("", confident, [], reason, by, bar)
+
+
+def judge_logit(hits: list[Hit], *, bar: float) -> SearchResult:
+    """The verdict of search mode "rerank": whether the best cross-encoder logit among `hits` reaches `bar`."""
+    logits = [h.rerank_score for h in hits if h.rerank_score is not None]
+    if not logits:
+        return SearchResult("", False, [], "nothing in the index matched the question", "rerank", bar)
+    best = max(logits)
+    confident = best >= bar
+    word = "reaches" if confident else "is under"
+    reason = (
+        f"the cross-encoder's best score, {best:.2f}, {word} {bar:.2f}, the bar of a confident match "
+        "(it read the question beside each candidate)"
+    )
+    return SearchResult("", confident, [], reason, "rerank", bar)
 
 
 def fuse(dense: dict[str, float], lexical: dict[str, float], *, dense_weight: float) -> dict[str, float]:
