@@ -2,9 +2,10 @@
 
 Indexes the starter notes (knowledge/) in a temporary folder, asks the answerable questions of
 bench/questions/knowledge.jsonl and the unanswerable ones of knowledge-unanswerable.jsonl in search mode "rerank",
-and compares two signals of the best hits: the cosine percentile that `confident` is computed from, and the best
-raw cross-encoder logit. Prints each signal's ROC AUC, its best single threshold's accuracy, and the accuracy of
-both verdicts as shipped (the percentile bar of the other modes, the logit bar of rerank mode).
+and compares two signals of the best hits: the cosine percentile that the other modes' verdict is computed from,
+and the best raw cross-encoder logit that rerank mode's verdict is computed from. Prints each signal's ROC AUC,
+its best single threshold's accuracy, and the accuracy of both verdicts as shipped (the percentile bar of the
+other modes, the logit bar of rerank mode). With --foreign, also how often queries of another corpus pass each bar.
 
     python bench/rerank_confidence.py --foreign ../shared/eval/scifact --json-out bench/results-rerank-confidence.json
 """
@@ -61,27 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rag-rerank-confidence-"))
     kb = KnowledgeBase(Config(knowledge_dir=ROOT / "knowledge", db_dir=work / "db", search_mode="rerank"))
     kb.sync()
+    foreign: list[str] = []
+    if args.foreign:
+        with (args.foreign / "queries.jsonl").open(encoding="utf-8") as lines:
+            foreign = [json.loads(line)["text"] for line in lines][: args.foreign_queries]
     rows = []
-    for kind, questions in (("answerable", answerable), ("unanswerable", unanswerable)):
+    for kind, questions in (("answerable", answerable), ("unanswerable", unanswerable), ("foreign", foreign)):
         for question in questions:
             result = kb.search(question, k=5)
             rows.append(
                 {
                     "kind": kind,
-                    "question": question,
-                    "confident": result.confident,
-                    "percentile": max((h.percentile or 0.0) for h in result.hits),
-                    "logit": max(h.rerank_score for h in result.hits if h.rerank_score is not None),
-                }
-            )
-    if args.foreign:
-        with (args.foreign / "queries.jsonl").open(encoding="utf-8") as lines:
-            foreign = [json.loads(line)["text"] for line in lines][: args.foreign_queries]
-        for question in foreign:
-            result = kb.search(question, k=5)
-            rows.append(
-                {
-                    "kind": "foreign",
                     "question": question,
                     "confident": result.confident,
                     "percentile": max((h.percentile or 0.0) for h in result.hits),
