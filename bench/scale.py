@@ -11,7 +11,8 @@ shuffled sentences of two source texts under a title of its own). Then, with the
   the embedding throughput, so that a size not run can be extrapolated;
 - serve, in a second child process, as the chat would: an unchanged re-sync in a fresh knowledge base and in a
   warm one, the first load of the keyword index and of the calibration, then warm query latency p50/p95 of
-  `KnowledgeBase.search(mode=...)` for each mode, the parts of a hybrid search, and the process's RSS;
+  `KnowledgeBase.search(mode=...)` for each mode, the parts of a hybrid search, hybrid search with a path and a
+  tag filter, one edited note's sync and the keyword index's rebuild after it, and the process's RSS;
 - the size on disk of the Chroma store and of the derived files (BM25 index, vector copy, calibration).
 
 With --reuse DIR the notes and stores stay in DIR/chunks-N and a later run reuses them: the index figures are then
@@ -45,6 +46,8 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 # Bump when the way notes are made changes, so a reused folder made the old way is rebuilt.
 CORPUS_FORMAT = 1
 BUSY_LOAD = 1.5
+# Notes carry one of this many tags (`tagged`): the tag filter of the serve phase keeps one note in TAG_SETS.
+TAG_SETS = 20
 GOALS = {"hybrid_p50_ms": 15.0, "rss_mb": 1536.0, "resync_50k_notes_s": 3.0}
 GOAL_SIZE = 100_000
 GOAL_NOTES = 50_000
@@ -156,7 +159,7 @@ def write_corpus(folder: Path, size: int, eval_dir: Path | None, embedder: Any, 
     chunks = notes = 0
     while chunks < size:
         name = f"note-{notes:06d}.md"
-        text = make_note(notes, texts)
+        text = tagged(notes, make_note(notes, texts))
         note = parse_note(name, text.encode("utf-8"))
         chunks += len(
             chunk_note(
@@ -169,7 +172,15 @@ def write_corpus(folder: Path, size: int, eval_dir: Path | None, embedder: Any, 
         )
         (folder / name).write_text(text, encoding="utf-8")
         notes += 1
-    return {"notes": notes, "chunks": chunks}
+    return {"notes": notes, "chunks": chunks, "tag_sets": TAG_SETS}
+
+
+def tagged(number: int, text: str) -> str:
+    """The note with a front matter tag `set-K`, K = number mod TAG_SETS, so a tag filter keeps 1 note in TAG_SETS.
+
+    Tags are not embedded, so they change no chunk id; a corpus written before tags were added has none, and the
+    tag-filtered search is then left out."""
+    return f"---\ntags: [set-{number % TAG_SETS}]\n---\n\n{text}"
 
 
 # --- the two child phases ---------------------------------------------------------------------------------------
@@ -293,16 +304,35 @@ def phase_serve(workdir: Path, questions: list[str], modes: list[str], *, querie
         t0 = time.perf_counter()
         keyword.sources()
         row["keyword_sources_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        # A tag filter (one note in TAG_SETS); tags live only in Chroma's metadata.
+        only = SearchFilter.of(["set-3"], None)
+        if kb.search(questions[0], mode="hybrid", only=only).hits:
+            times = []
+            for question in [questions[n % len(questions)] for n in range(min(queries, 20))]:
+                t0 = time.perf_counter()
+                kb.search(question, mode="hybrid", only=only)
+                times.append((time.perf_counter() - t0) * 1000)
+            row["hybrid_tag_filtered_p50_ms"] = round(statistics.median(times[2:] or times), 2)
 
     # One note edited, then put back: what an `add_note` or a saved edit costs at this size.
     note = config.knowledge_dir / "note-000000.md"
     original = note.read_text(encoding="utf-8")
     edits = []
+    before_edit = kb.keyword_index()
     for text in (original + "\nOne more sentence, written by the benchmark.\n", original):
         note.write_text(text, encoding="utf-8")
         t0 = time.perf_counter()
         report = kb.sync()
         edits.append((time.perf_counter() - t0, report.seconds))
+        if text != original:
+            # The keyword index alone after that edit: rebuilt (and saved, in a folder of its own) from the index
+            # before it, as the sync just did; the store's chunk list is read as when a caller passes no pairs.
+            from rag.keyword import KeywordIndex
+
+            with tempfile.TemporaryDirectory() as scratch:
+                t0 = time.perf_counter()
+                KeywordIndex.open(store, Path(scratch) / "bm25", previous=before_edit)
+                row["keyword_edit_rebuild_s"] = round(time.perf_counter() - t0, 3)
     # The first edit also loads the document encoder; the second (putting the note back) is the warm figure.
     row["first_edit_sync_s"] = round(edits[0][0], 3)
     row["edit_sync_s"], row["edit_sync_folder_s"] = round(edits[1][0], 3), round(edits[1][1], 3)
@@ -390,10 +420,13 @@ def print_row(row: dict[str, Any], modes: list[str]) -> None:
             f"hybrid with a path filter (100 notes): p50 {serve['hybrid_filtered_p50_ms']} ms, of which listing the "
             f"keyword index's note paths {serve['keyword_sources_ms']} ms"
         )
+    if "hybrid_tag_filtered_p50_ms" in serve:
+        print(f"hybrid with a tag filter (1 note in {TAG_SETS}): p50 {serve['hybrid_tag_filtered_p50_ms']} ms")
     print(
         f"one note edited (warm): sync {serve['edit_sync_s']} s, of which sync_folder {serve['edit_sync_folder_s']} "
         f"s, the rest rebuilding the BM25 index and checking the calibration; the first edit, which also loads the "
-        f"document encoder, {serve['first_edit_sync_s']} s"
+        f"document encoder, {serve['first_edit_sync_s']} s; the keyword index alone rebuilt after that edit "
+        f"{serve.get('keyword_edit_rebuild_s')} s"
     )
     print(
         f"serving RSS {serve['rss_mb']} MB (peak {serve['peak_rss_mb']} MB; {serve['rss_after_load_mb']} MB before "
