@@ -33,7 +33,7 @@ from rag.keyword import KeywordCache, KeywordIndex
 from rag.load import find_notes
 from rag.project import MapView, Projection, ProjectionCache, view
 from rag.retrieve import SearchResult, search
-from rag.store import Build, Store
+from rag.store import Build, NoteLedger, Store
 from rag.sync import FileStatus, SyncReport, folder_status, sync_folder
 from rag.write import NewNote, write_note
 
@@ -110,6 +110,7 @@ class KnowledgeBase:
         self._keyword: dict[str, KeywordCache] = {}
         self._calibration: dict[str, CalibrationCache] = {}
         self._projection: dict[str, ProjectionCache] = {}
+        self._ledgers: dict[str, NoteLedger] = {}
         # Guards this object's state (the open generation, the caches); held only briefly, so searches go on while
         # a sync, even a long rebuild, runs under `_syncing` in another thread.
         self._lock = threading.RLock()
@@ -229,7 +230,9 @@ class KnowledgeBase:
         wait = self.config.lock_wait if wait is None else wait
         self._check_owner()
         if not rebuild and (needed := self.mismatch()):
-            return SyncReport(notes=len(self.store.note_states()), chunks=self.store.count(), rebuild_needed=needed)
+            store = self.store
+            notes = len(self._ledger(store).states(store))
+            return SyncReport(notes=notes, chunks=store.count(), rebuild_needed=needed)
         with self._syncing, self._process_lock(wait):
             with self._lock:
                 self._serving = None  # another process may have switched generations since
@@ -252,12 +255,17 @@ class KnowledgeBase:
                 max_file_bytes=self.config.max_file_bytes,
                 progress=progress,
                 journal=self.derived_dir(target) / "sync-journal.json",
+                ledger=self._ledger(target),
             )
             if not target.ready:
                 # Every note is in the new generation: switch to it, then drop the old one and its derived data.
                 for dropped in target.activate():
                     shutil.rmtree(self._derived_dir(dropped), ignore_errors=True)
                 report = replace(report, rebuilt=reason)
+            else:
+                # A switch cut short (killed after its metadata write) leaves the old generation beside this one.
+                for dropped in target.drop_superseded():
+                    shutil.rmtree(self._derived_dir(dropped), ignore_errors=True)
             with self._lock:
                 self._serving = target
             if report.added or report.updated or report.removed or report.rebuilt:
@@ -313,6 +321,11 @@ class KnowledgeBase:
         if store.name not in self._calibration:
             self._calibration[store.name] = CalibrationCache(self.derived_dir(store) / "calibration.json")
         return self._calibration[store.name]
+
+    def _ledger(self, store: Store) -> NoteLedger:
+        if store.name not in self._ledgers:
+            self._ledgers[store.name] = NoteLedger(self.derived_dir(store) / "notes.json")
+        return self._ledgers[store.name]
 
     def _projection_cache(self, store: Store) -> ProjectionCache:
         if store.name not in self._projection:
@@ -477,7 +490,9 @@ class KnowledgeBase:
             files = folder_status(self.config.knowledge_dir, None, max_file_bytes=self.config.max_file_bytes)
             where = self.config.chroma_url or str(self.config.db_dir)
             return Status(files, 0, 0, self.config.model, where, knowledge, mismatch=str(exc))
-        files = folder_status(self.config.knowledge_dir, store, max_file_bytes=self.config.max_file_bytes)
+        files = folder_status(
+            self.config.knowledge_dir, store, max_file_bytes=self.config.max_file_bytes, ledger=self._ledger(store)
+        )
         return Status(
             files=files,
             notes=sum(1 for f in files if f.chunks),

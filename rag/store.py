@@ -12,6 +12,9 @@ active generation serving and its half-built successor to resume.
 
 from __future__ import annotations
 
+import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -24,6 +27,8 @@ from rag.errors import StoreError
 _PAGE = 5000
 _READY = "ready"
 _BUILDING = "building"
+# Collection metadata key of the token that changes before any write to the generation's chunks.
+_REVISION = "revision"
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class Store:
         self.location = location
         # The index this generation belongs to (the configured collection name).
         self.index = index
+        # Whether the revision was changed since the last checkpoint (the first write after it changes it).
+        self._revised = False
 
     @property
     def name(self) -> str:
@@ -174,6 +181,49 @@ class Store:
         for other in dropped:
             self.client.delete_collection(other)
         return dropped
+
+    def drop_superseded(self) -> list[str]:
+        """Drop the ready generations older than this one, left behind when a switch was cut short between its
+        metadata write and the drops (`activate`); a rebuild in progress is kept. Returns the names dropped."""
+        number = int((self.collection.metadata or {}).get("generation", 1))
+        dropped = [
+            g.name
+            for g in _generations(self.client, self.index, self.location)
+            if g.ready and g.name != self.name and g.number < number
+        ]
+        for other in dropped:
+            self.client.delete_collection(other)
+        return dropped
+
+    def revision(self, *, fresh: bool = False) -> str | None:
+        """The token naming this generation's chunks as they are: it changes before any write through `Store`, so
+        a copy of what the store held, saved with its revision, is current exactly while the revision is the same.
+        None for a generation never checkpointed. With `fresh`, read from the store rather than this handle."""
+        meta = (
+            self.client.get_collection(self.name, embedding_function=None).metadata
+            if fresh
+            else self.collection.metadata
+        )
+        value = (meta or {}).get(_REVISION)
+        return None if value is None else str(value)
+
+    def checkpoint(self) -> str:
+        """The current revision, made if there is none; the next write changes it again."""
+        current = self.revision()
+        if current is None:
+            current = self._revise()
+        self._revised = False
+        return current
+
+    def _before_write(self) -> None:
+        if not self._revised:
+            self._revise()
+            self._revised = True
+
+    def _revise(self) -> str:
+        token = uuid.uuid4().hex
+        self.collection.modify(metadata={**(self.collection.metadata or {}), _REVISION: token})
+        return token
 
     def unreachable(self, ids: Sequence[str], *, batch: int = 200) -> list[str]:
         """Those of `ids` that vector search does not return even for their own stored vector.
@@ -289,6 +339,7 @@ class Store:
         New chunks are written first and the ones the note lost are deleted last, so a crash in between leaves
         the note with mixed hashes or extra positions, which `note_states` reports as incomplete for the next sync.
         """
+        self._before_write()
         count = len(chunks)
         added = [c for c in chunks if c.id in new]
         if added:
@@ -309,6 +360,8 @@ class Store:
             self.collection.delete(ids=gone)
 
     def delete_notes(self, sources: Sequence[str]) -> None:
+        if sources:
+            self._before_write()
         for start in range(0, len(sources), 500):
             self.collection.delete(where={"source": {"$in": list(sources[start : start + 500])}})
 
@@ -394,6 +447,61 @@ class Store:
             for i, m, d in zip(page["ids"], page["metadatas"], page["documents"], strict=True)
         }
         return [found[i] for i in ids if i in found]
+
+
+class NoteLedger:
+    """What one generation holds of each note (`NoteState`), kept in a local file so that a sync of an unchanged
+    folder need not read every chunk's metadata back from Chroma (1.9 s at 30k chunks, linear in the chunks).
+
+    The file names the collection, its revision and its chunk count; it is used only while all three are the
+    store's, and the revision changes before any write (`Store.checkpoint`), so a write by another process, or one
+    cut short by a crash, makes it stale and the store is read instead. Only a sync, which holds the store's sync
+    lock, records it; readers use it or read the store, and never save what they read.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._key: tuple[str, str, int] | None = None
+        self._states: dict[str, NoteState] = {}
+
+    def states(self, store: Store) -> dict[str, NoteState]:
+        """The store's note states: from memory or the file while current, else read from the store."""
+        revision = store.revision(fresh=True)
+        if revision is not None:
+            key = (str(store.collection.id), revision, store.count())
+            if self._key != key:
+                loaded = self._load(key)
+                if loaded is not None:
+                    self._key, self._states = key, loaded
+            if self._key == key:
+                return dict(self._states)
+        return store.note_states()
+
+    def record(self, store: Store, states: dict[str, NoteState]) -> None:
+        """Save `states` as what `store` holds now (the caller has just written them and holds the sync lock)."""
+        key = (str(store.collection.id), store.checkpoint(), store.count())
+        notes = {source: [s.note_hash, sorted(s.chunk_ids), s.complete] for source, s in sorted(states.items())}
+        body = {"format": self.FORMAT, "collection": key[0], "revision": key[1], "count": key[2], "notes": notes}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(body), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self._key, self._states = key, dict(states)
+
+    def _load(self, key: tuple[str, str, int]) -> dict[str, NoteState] | None:
+        try:
+            body = json.loads(self.path.read_text(encoding="utf-8"))
+            if body.get("format") != self.FORMAT or (body["collection"], body["revision"], body["count"]) != key:
+                return None
+            return {
+                source: NoteState(str(note_hash), frozenset(ids), bool(complete))
+                for source, (note_hash, ids, complete) in body["notes"].items()
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            # Missing, cut short or from another version: the store itself is read instead.
+            return None
 
 
 def similarity(distance: float) -> float:

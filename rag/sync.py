@@ -23,7 +23,7 @@ from rag.chunk import Chunk, chunk_note
 from rag.embed import Embedder
 from rag.errors import RagError, SkipNote
 from rag.load import content_hash, find_notes, parse_note, read_bytes, relative_name
-from rag.store import NoteState, Store
+from rag.store import NoteLedger, NoteState, Store
 
 _BATCH_CHUNKS = 64
 
@@ -84,6 +84,7 @@ def sync_folder(
     max_file_bytes: int,
     progress: bool = False,
     journal: Path | None = None,
+    ledger: NoteLedger | None = None,
 ) -> SyncReport:
     """Bring `store` in line with the notes under `root`.
 
@@ -99,11 +100,13 @@ def sync_folder(
             when it finishes; a journal left by
             a sync that was killed makes this one rewrite those notes, even where the store looks whole (Chroma
             can keep a record whose vector never reached its nearest-neighbour index), embedding all their chunks.
+        ledger: the store's note states saved locally: read instead of the store's metadata while current, and
+            recorded again after the sync, so the next unchanged sync reads no chunk metadata.
     """
     started = time.perf_counter()
     root = check_folder(root)
     budget = min(chunk_tokens, embedder.max_tokens)
-    states = store.note_states()
+    states = ledger.states(store) if ledger is not None else store.note_states()
     interrupted = _read_journal(journal)
     present: set[str] = set()
     skipped: list[Skipped] = []
@@ -151,6 +154,8 @@ def sync_folder(
     store.delete_notes(removed)
     if journal is not None:
         journal.unlink(missing_ok=True)
+    if ledger is not None:
+        ledger.record(store, _states_after(states, pending, removed))
     updated = sum(1 for p in pending if p.existed)
     return SyncReport(
         added=len(pending) - updated,
@@ -166,10 +171,16 @@ def sync_folder(
     )
 
 
-def folder_status(root: Path, store: Store | None, *, max_file_bytes: int) -> list[FileStatus]:
-    """Each file's standing against the store (None: nothing indexed yet), computed without embedding anything."""
+def folder_status(
+    root: Path, store: Store | None, *, max_file_bytes: int, ledger: NoteLedger | None = None
+) -> list[FileStatus]:
+    """Each file's standing against the store (None: nothing indexed yet), computed without embedding anything;
+    the store's note states come from `ledger` while it is current."""
     root = check_folder(root)
-    states = store.note_states() if store is not None else {}
+    if store is None:
+        states = {}
+    else:
+        states = ledger.states(store) if ledger is not None else store.note_states()
     result: list[FileStatus] = []
     seen: set[str] = set()
     for path in find_notes(root):
@@ -219,6 +230,16 @@ def _write_journal(journal: Path | None, sources: set[str]) -> None:
     tmp = journal.with_suffix(".tmp")
     tmp.write_text(json.dumps(sorted(sources)), encoding="utf-8")
     os.replace(tmp, journal)
+
+
+def _states_after(before: dict[str, NoteState], written: list[_Pending], removed: list[str]) -> dict[str, NoteState]:
+    """What the store holds once `written` notes are written whole and `removed` ones deleted (skipped notes keep
+    the state they had)."""
+    gone = set(removed)
+    after = {source: state for source, state in before.items() if source not in gone}
+    for note in written:
+        after[note.source] = NoteState(note.chunks[0].note_hash, frozenset(c.id for c in note.chunks), True)
+    return after
 
 
 def _is_current(state: NoteState | None, note_hash: str) -> bool:
