@@ -2,7 +2,8 @@
 
 A filter is resolved against the store before a search: it becomes a Chroma `where` clause (tags with
 `$contains`, sources with `$in`), so dense search filters inside Chroma and still returns `k` hits when `k`
-matching chunks exist, and the set of matching chunk ids, which BM25 scores alone. Path patterns are shell globs
+matching chunks exist, and the rows of the BM25 index it keeps, which BM25 scores alone. Note paths and their rows
+come from the BM25 index; only tags need the store. Path patterns are shell globs
 on the note's path relative to the knowledge folder, as `ask --json` names it (`recipes/*`, `*.md`, `work/**`);
 `*` also crosses folders. Nothing here searches or writes.
 """
@@ -10,12 +11,20 @@ on the note's path relative to the knowledge folder, as `ask --json` names it (`
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
 
 from rag.errors import ConfigError
 from rag.load import parse_tags
 from rag.store import Store
+
+if TYPE_CHECKING:
+    from rag.keyword import KeywordIndex
+
+# How many resolved filters an index keeps (a chat asks a handful; the list is dropped when it fills up).
+_REMEMBERED = 64
 
 
 @dataclass(frozen=True)
@@ -54,21 +63,50 @@ class SearchFilter:
         """The filter in words, for messages: "tag 'ml' and path 'notes/*'"."""
         return " and ".join([f"tag {t!r}" for t in self.tags] + [f"path {p!r}" for p in self.paths])
 
-    def resolve(self, store: Store, sources: Sequence[str]) -> Resolved:
-        """The `where` clause and the matching chunk ids in `store`, given every note path it holds."""
+    def where(self, sources: Iterable[str]) -> dict[str, Any] | None:
+        """The Chroma clause of this filter, given every note path the store holds (None: no path matches)."""
         clauses: list[dict[str, Any]] = [{"tags": {"$contains": tag}} for tag in self.tags]
         if self.paths:
             chosen = sorted(s for s in set(sources) if self.matches_path(s))
             if not chosen:
-                return Resolved(None, frozenset())
+                return None
             clauses.append({"source": {"$in": chosen}})
-        where = clauses[0] if len(clauses) == 1 else {"$and": clauses}
-        return Resolved(where, frozenset(store.matching_ids(where)))
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def resolve(self, store: Store, keyword: KeywordIndex | None = None) -> Resolved:
+        """The `where` clause and the matching rows of `keyword`, the BM25 index of `store`.
+
+        With the index, note paths and a path filter's rows come from it, and only tags ask the store (tags live
+        in its metadata), once per filter and index: the result is kept in the index, which a change of the store
+        replaces. Without it (dense search only), the store is read for its note paths and the matching ids.
+        """
+        if keyword is None:
+            where = self.where({c.source for c in store.iter_chunks()})
+            found = where is not None and bool(store.matching_ids(where))
+            return Resolved(where if found else None, None)
+        cached = keyword.resolved_filters.get(self)
+        if isinstance(cached, Resolved):
+            return cached
+        sources = [s for s in keyword.sources() if self.matches_path(s)]
+        where = self.where(sources)
+        if where is None:
+            resolved = Resolved(None, np.zeros(0, dtype=np.int64))
+        elif self.tags:
+            resolved = Resolved(where, keyword.rows(store.matching_ids(where)))
+        else:
+            resolved = Resolved(where, keyword.source_rows(sources))
+        if len(resolved.rows if resolved.rows is not None else ()) == 0:
+            resolved = Resolved(None, resolved.rows)
+        if len(keyword.resolved_filters) >= _REMEMBERED:
+            keyword.resolved_filters.clear()
+        keyword.resolved_filters[self] = resolved
+        return resolved
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """A filter applied to one store: the Chroma clause (None: nothing can match) and the chunks it keeps."""
+    """A filter applied to one store: the Chroma clause (None: nothing can match) and the rows of the BM25 index it
+    keeps (None: resolved without the index)."""
 
     where: dict[str, Any] | None
-    ids: frozenset[str]
+    rows: np.ndarray | None = field(default=None, compare=False)

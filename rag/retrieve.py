@@ -212,9 +212,8 @@ def search(
         )
     scope = _Scope()
     if only:
-        sources = keyword.sources() if keyword is not None else {c.source for c in store.iter_chunks()}
-        resolved = only.resolve(store, sorted(sources))
-        if resolved.where is None or not resolved.ids:
+        resolved = only.resolve(store, keyword)
+        if resolved.where is None:
             verdict = judge(
                 [], calibrated=calibration is not None, score_bar=confident_score, percentile_bar=confident_percentile
             )
@@ -222,7 +221,7 @@ def search(
             return SearchResult(
                 question.strip(), False, [], reason, verdict.confident_by, verdict.confident_at, calibration=calibration
             )
-        scope = _Scope(resolved.where, resolved.ids)
+        scope = _Scope(resolved.where, resolved.rows)
     vector = embed_query(embedder, text)
     if mode == "dense":
         ranked = _dense(store, vector, k, scope)
@@ -297,10 +296,11 @@ class _Ranking:
 
 @dataclass(frozen=True)
 class _Scope:
-    """Where a search looks: everywhere, or (a filter) the chunks of `ids`, which Chroma's `where` also selects."""
+    """Where a search looks: everywhere, or (a filter) the keyword index's `rows`, the chunks Chroma's `where`
+    also selects."""
 
     where: dict[str, Any] | None = None
-    ids: frozenset[str] | None = None
+    rows: np.ndarray | None = None
 
 
 def _dense(store: Store, vector: np.ndarray, k: int, scope: _Scope = _Scope()) -> _Ranking:
@@ -312,7 +312,7 @@ def _dense(store: Store, vector: np.ndarray, k: int, scope: _Scope = _Scope()) -
 def _bm25(
     store: Store, keyword: KeywordIndex, vector: np.ndarray, text: str, k: int, scope: _Scope = _Scope()
 ) -> _Ranking:
-    scores = keyword.scores(text, top=k, allowed=scope.ids)
+    scores = keyword.scores(text, top=k, allowed=scope.rows)
     order = dict(_top(scores, k))
     return _Ranking(_similarities(store, keyword, vector, list(order)), order, scores)
 
@@ -322,7 +322,7 @@ def _hybrid(
 ) -> _Ranking:
     depth = max(k, CANDIDATES)
     similarity = store.nearest(vector, k=depth, where=scope.where)
-    scores = keyword.scores(text, top=depth, among=similarity, allowed=scope.ids)
+    scores = keyword.scores(text, top=depth, among=similarity, allowed=scope.rows)
     lexical = dict(_top(scores, depth))
     similarity.update(_similarities(store, keyword, vector, [i for i in lexical if i not in similarity]))
     order = fuse(similarity, {i: scores.get(i, 0.0) for i in similarity}, dense_weight=DENSE_WEIGHT)
