@@ -251,6 +251,8 @@ class KeywordIndex:
             raise
         self.vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
         self.tokens = _mapped_tokens(folder, tokens.vocab)
+        if self.retriever.vocab_dict:
+            self.retriever.load_scores(str(folder), num_docs=len(self.ids), mmap=True)
 
     @classmethod
     def _load(cls, folder: Path, digest: str | None) -> KeywordIndex | None:
