@@ -281,7 +281,7 @@ class KnowledgeBase:
         """Keep the keyword index and calibration in step now, so the next process finds them current on disk."""
         keyword = self._keyword_cache(store)
         if self.config.search_mode != "dense" or store.name in self._keyword_used:
-            keyword.refresh(store)
+            keyword.refresh(store, self._pairs(store))
         else:
             # This process does not search by keywords: drop the saved index, so that a process that does (a chat
             # beside this CLI run) sees the file change and rebuilds instead of keeping old texts.
@@ -327,6 +327,11 @@ class KnowledgeBase:
             self._ledgers[store.name] = NoteLedger(self.derived_dir(store) / "notes.json")
         return self._ledgers[store.name]
 
+    def _pairs(self, store: Store) -> dict[str, str]:
+        """Chunk id -> note hash of every chunk `store` holds, from its note ledger (the store is read only when
+        the ledger is stale)."""
+        return {i: state.note_hash for state in self._ledger(store).states(store).values() for i in state.chunk_ids}
+
     def _projection_cache(self, store: Store) -> ProjectionCache:
         if store.name not in self._projection:
             self._projection[store.name] = ProjectionCache(self.derived_dir(store) / "projection.json")
@@ -370,7 +375,10 @@ class KnowledgeBase:
     def keyword_index(self) -> KeywordIndex:
         """The BM25 index (and vector copy) of the answering generation's current chunks."""
         with self._lock:
-            return self._keyword_cache(self.store).current(self.store)
+            store = self.store
+            cache = self._keyword_cache(store)
+            # A first load needs the store's chunk ids to match the saved index: the ledger has them, no scan.
+            return cache.current(store, None if cache.loaded else self._pairs(store))
 
     def calibration(self) -> Calibration | None:
         """The corpus's background similarities (None for a corpus of fewer than two notes)."""
