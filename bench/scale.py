@@ -132,11 +132,22 @@ def source_texts(eval_dir: Path | None) -> tuple[list[tuple[str, list[str]]], li
     return texts, questions
 
 
-def make_note(number: int, texts: list[tuple[str, list[str]]]) -> str:
-    """Note `number`: two source texts' sentences, shuffled, in two sections, under a title of its own.
+SHAPES = ("pair", "single")
 
-    It depends only on `number`, so a larger corpus starts with the notes of a smaller one."""
+
+def make_note(number: int, texts: list[tuple[str, list[str]]], shape: str = "pair") -> str:
+    """Note `number`: two source texts' sentences, shuffled, in two sections, under a title of its own (shape
+    "pair", about 5.5 chunks a note); or, shape "single", two to four shuffled sentences of one source text under
+    its own title (about 1.7 chunks, so 100k chunks hold over 50k notes, the size of the re-sync goal).
+
+    It depends only on `number` and the shape, so a larger corpus starts with the notes of a smaller one."""
     rng = random.Random(number)
+    if shape == "single":
+        which = rng.randrange(len(texts))
+        sentences = list(texts[which][1])
+        rng.shuffle(sentences)
+        keep = sentences[: max(2, min(4, len(sentences) // 2))]
+        return f"# {texts[which][0].rstrip('.')} (note {number})\n\n{' '.join(keep)}\n"
     first, second = rng.sample(range(len(texts)), 2) if len(texts) > 1 else (0, 0)
     title = f"{texts[first][0].rstrip('.')} (note {number})"
     sections = []
@@ -148,8 +159,10 @@ def make_note(number: int, texts: list[tuple[str, list[str]]]) -> str:
     return f"# {title}\n\n" + "\n".join(sections)
 
 
-def write_corpus(folder: Path, size: int, eval_dir: Path | None, embedder: Any, config: Any) -> dict[str, Any]:
-    """Write notes into `folder` until they hold at least `size` chunks (as the sync will chunk them)."""
+def write_corpus(
+    folder: Path, size: int, eval_dir: Path | None, embedder: Any, config: Any, shape: str = "pair"
+) -> dict[str, Any]:
+    """Write notes of `shape` into `folder` until they hold at least `size` chunks (as the sync will chunk them)."""
     from rag.chunk import chunk_note
     from rag.load import parse_note
 
@@ -159,7 +172,7 @@ def write_corpus(folder: Path, size: int, eval_dir: Path | None, embedder: Any, 
     chunks = notes = 0
     while chunks < size:
         name = f"note-{notes:06d}.md"
-        text = tagged(notes, make_note(notes, texts))
+        text = tagged(notes, make_note(notes, texts, shape))
         note = parse_note(name, text.encode("utf-8"))
         chunks += len(
             chunk_note(
@@ -172,7 +185,7 @@ def write_corpus(folder: Path, size: int, eval_dir: Path | None, embedder: Any, 
         )
         (folder / name).write_text(text, encoding="utf-8")
         notes += 1
-    return {"notes": notes, "chunks": chunks, "tag_sets": TAG_SETS}
+    return {"notes": notes, "chunks": chunks, "tag_sets": TAG_SETS, "shape": shape}
 
 
 def tagged(number: int, text: str) -> str:
@@ -192,12 +205,44 @@ def make_config(workdir: Path) -> Any:
     return Config.from_env().replace(knowledge_dir=workdir / "notes", db_dir=workdir / "db")
 
 
-def phase_index(workdir: Path) -> dict[str, Any]:
-    """Sync the folder once (a first index when the store is new); figures of this process."""
+class CopiedVectors:
+    """The configured embedder, except that a text whose chunk a larger corpus's store already holds gets that
+    stored vector (the same model's, for the same text) instead of a model call: the notes of a smaller corpus
+    are the first notes of a larger one, so its stores are built without embedding anything twice."""
+
+    def __init__(self, inner: Any, donor: Path) -> None:
+        from rag.knowledge import KnowledgeBase
+
+        self.inner, self.name, self.max_tokens = inner, inner.name, inner.max_tokens
+        store = KnowledgeBase(make_config(donor)).store
+        chunks = list(store.iter_chunks(with_text=True))
+        vectors = store.vectors([c.id for c in chunks])
+        self.known = {c.embedding_text: vectors[c.id] for c in chunks if c.id in vectors}
+        self.copied = self.embedded = 0
+
+    def embed_batch(self, texts: Any) -> Any:
+        import numpy as np
+
+        missing = [t for t in texts if t not in self.known]
+        fresh = dict(zip(missing, self.inner.embed_batch(missing), strict=True)) if missing else {}
+        self.embedded += len(missing)
+        self.copied += len(texts) - len(missing)
+        return np.stack([self.known[t] if t in self.known else fresh[t] for t in texts])
+
+    def count_tokens(self, texts: Any) -> list[int]:
+        return self.inner.count_tokens(texts)
+
+
+def phase_index(workdir: Path, donor: Path | None = None) -> dict[str, Any]:
+    """Sync the folder once (a first index when the store is new); figures of this process. With `donor` (the
+    workdir of a larger corpus), vectors of chunks its store holds are copied, not embedded."""
+    from rag.embed import make_embedder
     from rag.knowledge import KnowledgeBase
 
     load_before = load_average()
-    kb = KnowledgeBase(make_config(workdir))
+    config = make_config(workdir)
+    copied = CopiedVectors(make_embedder(config), donor) if donor is not None else None
+    kb = KnowledgeBase(config, embedder=copied)
     started = time.perf_counter()
     report = kb.sync()
     total = time.perf_counter() - started
@@ -207,11 +252,12 @@ def phase_index(workdir: Path) -> dict[str, Any]:
         "sync_folder_s": report.seconds,
         # The rest of the sync: the BM25 index with its vector copy, and the calibration, built and saved.
         "derived_s": round(total - report.seconds, 2),
-        "embedded": report.embedded,
+        "embedded": report.embedded if copied is None else copied.embedded,
+        "copied": 0 if copied is None else copied.copied,
         "chunks": report.chunks,
         "notes": report.notes,
-        "chunks_per_s": round(report.embedded / report.seconds, 1) if report.embedded else None,
-        "encoder": type(kb.embedder).__name__,
+        "chunks_per_s": round(report.embedded / report.seconds, 1) if report.embedded and copied is None else None,
+        "encoder": type(kb.embedder if copied is None else copied.inner).__name__,
         "index_rss_mb": now,
         "index_peak_rss_mb": peak,
         "load": [load_before, load_average()],
@@ -340,8 +386,10 @@ def phase_serve(workdir: Path, questions: list[str], modes: list[str], *, querie
     return row
 
 
-def run_child(phase: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_child(phase: str, workdir: Path, args: argparse.Namespace, donor: Path | None = None) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--workdir", str(workdir)]
+    if donor is not None:
+        command += ["--donor", str(donor)]
     command += ["--modes", args.modes, "--queries", str(args.queries), "--rerank-queries", str(args.rerank_queries)]
     if args.eval is not None:
         command += ["--eval", str(args.eval)]
@@ -354,24 +402,24 @@ def run_child(phase: str, workdir: Path, args: argparse.Namespace) -> dict[str, 
 # --- the parent -------------------------------------------------------------------------------------------------
 
 
-def measure_size(size: int, base: Path, args: argparse.Namespace) -> dict[str, Any]:
+def measure_size(size: int, base: Path, args: argparse.Namespace, donor: Path | None = None) -> dict[str, Any]:
     from rag.embed import make_embedder
 
-    workdir = base / f"chunks-{size}"
+    workdir = base / (f"chunks-{size}" if args.shape == "pair" else f"chunks-{size}-{args.shape}")
     manifest_path = workdir / "corpus.json"
     source = str(beir_folder(args.eval)) if args.eval is not None else "knowledge/"
-    wanted = {"format": CORPUS_FORMAT, "size": size, "source": source}
+    wanted = {"format": CORPUS_FORMAT, "size": size, "source": source, "shape": args.shape}
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     if {k: manifest.get(k) for k in wanted} != wanted:
         shutil.rmtree(workdir, ignore_errors=True)
         config = make_config(workdir)
         t0 = time.perf_counter()
-        made = write_corpus(workdir / "notes", size, args.eval, make_embedder(config), config)
+        made = write_corpus(workdir / "notes", size, args.eval, make_embedder(config), config, args.shape)
         manifest = {**wanted, **made, "write_s": round(time.perf_counter() - t0, 1)}
         manifest_path.write_text(json.dumps(manifest))
     index_path = workdir / "index.json"
-    index = run_child("index", workdir, args)
-    if index["embedded"]:
+    index = run_child("index", workdir, args, donor)
+    if index["embedded"] or index["copied"]:
         index_path.write_text(json.dumps(index))
         index["reused"] = False
     elif index_path.exists():
@@ -379,7 +427,7 @@ def measure_size(size: int, base: Path, args: argparse.Namespace) -> dict[str, A
     else:
         index["reused"] = True  # built by a run that kept no figures
     serve = run_child("serve", workdir, args)
-    row = {"size": size, "corpus": manifest, "index": index, "serve": serve}
+    row = {"size": size, "corpus": manifest, "index": index, "serve": serve, "workdir": str(workdir)}
     row["disk"] = {"chroma_mb": folder_mb(workdir / "db") - folder_mb(workdir / "db" / "derived")}
     row["disk"]["derived_mb"] = folder_mb(workdir / "db" / "derived")
     row["disk"]["chroma_mb"] = round(row["disk"]["chroma_mb"], 1)
@@ -393,6 +441,8 @@ def busy(load: list[float]) -> str:
 def print_row(row: dict[str, Any], modes: list[str]) -> None:
     index, serve, disk = row["index"], row["serve"], row["disk"]
     reused = " (reused: figures of the run that built it)" if index.get("reused") else ""
+    if index.get("copied"):
+        reused += f" ({index['copied']} vectors copied from the larger corpus's store, not embedded)"
     print(f"\n## {row['size']} chunks asked: {serve['chunks']} chunks in {serve['notes']} notes")
     print(
         f"index: {index['index_s']} s (sync_folder {index['sync_folder_s']} s, BM25 + vector copy + calibration "
@@ -482,13 +532,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--queries", type=int, default=40, help="timed warm queries per mode")
     parser.add_argument("--rerank-queries", type=int, default=10, help="timed warm queries in rerank mode")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--shape", choices=SHAPES, default="pair", help="notes of two sources (pair) or one (single)")
+    parser.add_argument(
+        "--copy-vectors",
+        action="store_true",
+        help="build the largest size first and copy its stored vectors into the smaller ones (their notes are its "
+        "first notes) instead of embedding them again; their index time then measures no embedding",
+    )
     parser.add_argument("--phase", choices=["index", "serve"], help=argparse.SUPPRESS)
+    parser.add_argument("--donor", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
     if args.phase == "index":
-        print(json.dumps(phase_index(args.workdir)))
+        print(json.dumps(phase_index(args.workdir, args.donor)))
         return []
     if args.phase == "serve":
         _, questions = source_texts(args.eval)
@@ -497,13 +555,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return []
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.copy_vectors:
+        sizes.sort(reverse=True)
     base = args.reuse or Path(tempfile.mkdtemp(prefix="rag-scale-"))
     base.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     try:
+        donor: Path | None = None
         for size in sizes:
-            row = measure_size(size, base, args)
+            row = measure_size(size, base, args, donor)
             rows.append(row)
+            if args.copy_vectors and donor is None:
+                donor = Path(row["workdir"])
             print_row(row, modes)
             sys.stdout.flush()
     finally:

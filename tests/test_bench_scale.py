@@ -18,6 +18,13 @@ def test_notes_differ_and_depend_only_on_their_number() -> None:
     assert scale.make_note(7, texts) == notes[7]
 
 
+def test_single_source_notes_are_short_and_distinct() -> None:
+    texts, _ = scale.source_texts(None)
+    notes = [scale.make_note(n, texts, "single") for n in range(50)]
+    assert len(set(notes)) == 50 and all(note.count("\n## ") == 0 for note in notes)
+    assert scale.make_note(7, texts, "single") == notes[7] != scale.make_note(7, texts)
+
+
 def test_percentile_picks_the_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert scale.percentile(values, 50) == pytest.approx(50.0, abs=1)
@@ -54,3 +61,11 @@ def test_tiny_run_prints_and_saves_sane_figures(
     (again,) = scale.main(argv)
     assert again["index"]["reused"] and again["index"]["index_s"] == index["index_s"]
     assert again["serve"]["chunks"] == serve["chunks"]
+
+    # A smaller corpus of single-source notes built from a larger one's stored vectors: nothing embedded twice.
+    copying = ["--sizes", "60,150", "--shape", "single", "--copy-vectors", "--modes", "hybrid", "--queries", "3"]
+    large, small = scale.main([*copying, "--reuse", str(tmp_path / "work")])
+    assert (large["size"], small["size"]) == (150, 60)
+    assert large["index"]["embedded"] == large["serve"]["chunks"] and not large["index"]["copied"]
+    assert small["index"]["copied"] == small["serve"]["chunks"] and small["index"]["embedded"] == 0
+    assert small["serve"]["notes"] < large["serve"]["notes"] and small["serve"]["hybrid_p50_ms"] > 0
