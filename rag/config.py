@@ -24,7 +24,7 @@ class Config:
     knowledge_dir: Path = Path("knowledge")
     db_dir: Path = Path(".chroma")
     model: str = DEFAULT_MODEL
-    # How the model runs: auto, fp32, bf16 or onnx (see `rag.embed.make_embedder`).
+    # How the model runs: auto, fp32, bf16, bf16-mixed or onnx (see `rag.embed.make_embedder`).
     encoder: str = "auto"
     # Where the one-time ONNX export of the model is kept; empty means $XDG_CACHE_HOME/rag or ~/.cache/rag.
     cache_dir: Path | None = None
