@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +63,7 @@ def knowledge_base(config: Config, encoder: str) -> KnowledgeBase:
         model, setting = MODELS[encoder]
         return KnowledgeBase(config.replace(model=model, encoder=setting))
     if encoder not in ENCODERS:
-        raise SystemExit(f"encoder {encoder!r} is not available here; choose from {', '.join(ENCODERS)}")
+        raise SystemExit(f"encoder {encoder!r} is not available here; choose from {', '.join(available_encoders())}")
     return KnowledgeBase(config.replace(encoder=ENCODERS[encoder]))
 
 
@@ -89,6 +90,30 @@ class RememberingEmbedder:
 
     def count_tokens(self, texts):  # type: ignore[no-untyped-def]
         return self.inner.count_tokens(texts)
+
+
+def describe(embedder) -> str:  # type: ignore[no-untyped-def]
+    """What an encoder setting resolved to, e.g. `PairedEmbedder(SentenceTransformerEmbedder bf16, OnnxEmbedder)`:
+    `fast` follows the library's default, which changes over time."""
+    parts = [getattr(embedder, side) for side in ("documents", "queries") if hasattr(embedder, side)]
+    if not parts:
+        precision = getattr(embedder, "precision", None)
+        return type(embedder).__name__ + (f" {precision}" if precision else "")
+    return f"{type(embedder).__name__}({', '.join(describe(part) for part in parts)})"
+
+
+def provenance() -> dict:
+    """The commit the run started at and the files that differed from it, so a figure can be traced to code."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "HEAD").strip() or None, "uncommitted": changed}
 
 
 def peak_rss_mb() -> float:
@@ -203,6 +228,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         kb = KnowledgeBase(plain.config, embedder=memo)
         print(f"[{encoder}] syncing {len(beir.corpus)} notes into {config.db_dir}", file=sys.stderr)
         figures = ingest(kb, workdir, f"{encoder}-{args.chunk_tokens}-{args.overlap_tokens}")
+        figures["embedder"] = describe(plain.embedder)
         print(f"[{encoder}] ingest {figures}", file=sys.stderr)
         for mode, variant in configurations(args):
             started = time.perf_counter()
@@ -303,8 +329,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = benchmark(args)
+    started = {
+        **provenance(),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    result = {**started, **benchmark(args)}
     load = os.getloadavg()
+    result["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result["load_at_end"] = [round(x, 2) for x in load]
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (each row: its own 1-minute figure)")
     print(table(result))
     text = json.dumps(result, indent=2)
