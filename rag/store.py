@@ -59,6 +59,18 @@ class NoteState:
     complete: bool
 
 
+@dataclass(frozen=True)
+class NoteWrite:
+    """One note to write (`Store.write_notes`): all its chunks now, the vectors of those to add (or write again),
+    and the chunk ids the store holds for it; every chunk not in `new` must be among `held` and keeps its vector,
+    getting its new metadata (lines, order, hash) only."""
+
+    source: str
+    chunks: Sequence[Chunk]
+    new: dict[str, np.ndarray]
+    held: frozenset[str] = frozenset()
+
+
 def connect(*, db_dir: Path, chroma_url: str | None) -> Any:
     """A Chroma client for the embedded folder, or for the server at `chroma_url`."""
     import chromadb
@@ -324,38 +336,43 @@ class Store:
                 yield _chunk(chunk_id, meta, ""), int(meta.get("chunk_count", -1))
             offset += len(page["ids"])
 
-    def write_note(
-        self, source: str, chunks: Sequence[Chunk], new: dict[str, np.ndarray], *, held: frozenset[str] = frozenset()
-    ) -> None:
-        """Make the store hold exactly `chunks` for the note at `source`.
+    def write_notes(self, notes: Sequence[NoteWrite]) -> None:
+        """Make the store hold exactly each note's `chunks`, in one upsert, one update and one delete for them all
+        (a Chroma call costs about 17 ms whatever its size, which made one call per note most of an index's time).
 
-        Args:
-            source: the note's path.
-            chunks: all of its chunks now.
-            new: vectors of the chunks to add (or whose vectors to write again); every other chunk of `chunks` must
-                be among `held` already, with its vector, and gets its metadata (lines, order, hash) updated only.
-            held: the ids the store holds for the note now.
+        New chunks are written first and the ones the notes lost are deleted last, so a crash in between leaves
+        notes with mixed hashes or extra positions, which `note_states` reports as incomplete for the next sync.
 
-        New chunks are written first and the ones the note lost are deleted last, so a crash in between leaves
-        the note with mixed hashes or extra positions, which `note_states` reports as incomplete for the next sync.
+        Raises:
+            ValueError: a chunk to keep that the store does not hold (it has no vector to keep).
         """
+        added: list[tuple[Chunk, np.ndarray, int]] = []
+        kept: list[tuple[Chunk, int]] = []
+        gone: list[str] = []
+        for note in notes:
+            count = len(note.chunks)
+            for chunk in note.chunks:
+                if chunk.id in note.new:
+                    added.append((chunk, note.new[chunk.id], count))
+                elif chunk.id in note.held:
+                    kept.append((chunk, count))
+                else:
+                    raise ValueError(f"no vector for chunk {chunk.id} of {note.source}, which the store does not hold")
+            gone.extend(sorted(note.held - {c.id for c in note.chunks}))
+        if not (added or kept or gone):
+            return
         self._before_write()
-        count = len(chunks)
-        added = [c for c in chunks if c.id in new]
         if added:
             self.collection.upsert(
-                ids=[c.id for c in added],
-                embeddings=np.stack([np.asarray(new[c.id], dtype=np.float32) for c in added]),
-                documents=[c.text for c in added],
-                metadatas=[_metadata(c, count) for c in added],
+                ids=[c.id for c, _, _ in added],
+                embeddings=np.stack([np.asarray(v, dtype=np.float32) for _, v, _ in added]),
+                documents=[c.text for c, _, _ in added],
+                metadatas=[_metadata(c, count) for c, _, count in added],
             )
-        kept = [c for c in chunks if c.id not in new]
-        missing = [c.id for c in kept if c.id not in held]
-        if missing:
-            raise ValueError(f"no vector for chunks the store does not hold: {missing[:3]}")
         if kept:
-            self.collection.update(ids=[c.id for c in kept], metadatas=[_metadata(c, count, clear=True) for c in kept])
-        gone = sorted(held - {c.id for c in chunks})
+            self.collection.update(
+                ids=[c.id for c, _ in kept], metadatas=[_metadata(c, count, clear=True) for c, count in kept]
+            )
         if gone:
             self.collection.delete(ids=gone)
 

@@ -23,7 +23,7 @@ from rag.chunk import Chunk, chunk_note
 from rag.embed import Embedder
 from rag.errors import RagError, SkipNote
 from rag.load import content_hash, find_notes, parse_note, read_bytes, relative_name
-from rag.store import NoteLedger, NoteState, Store
+from rag.store import NoteLedger, NoteState, NoteWrite, Store
 
 _BATCH_CHUNKS = 64
 
@@ -288,5 +288,4 @@ def _write_batch(batch: list[_Pending], store: Store, embedder: Embedder) -> Non
     chunks = [c for note in batch for c in note.embed]
     vectors = embedder.embed_batch([c.embedding_text for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
     by_id = dict(zip((c.id for c in chunks), vectors, strict=True))
-    for note in batch:
-        store.write_note(note.source, note.chunks, {c.id: by_id[c.id] for c in note.embed}, held=note.held)
+    store.write_notes([NoteWrite(n.source, n.chunks, {c.id: by_id[c.id] for c in n.embed}, n.held) for n in batch])

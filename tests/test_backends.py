@@ -20,7 +20,7 @@ from rag.cli import main
 from rag.config import Config
 from rag.knowledge import KnowledgeBase, sync_lock_path
 from rag.load import find_notes, load_note
-from rag.store import Build, Store
+from rag.store import Build, NoteWrite, Store
 
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
 
@@ -81,7 +81,7 @@ def test_store_round_trip(
     chunks = chunk_note(note, count_tokens=embedder.count_tokens, max_tokens=200)
     vectors = embedder.embed_batch([c.embedding_text for c in chunks])
     by_id = {c.id: v for c, v in zip(chunks, vectors, strict=True)}
-    store.write_note(note.path, chunks, by_id)
+    store.write_notes([NoteWrite(note.path, chunks, by_id)])
     assert store.count() == len(chunks)
     assert stored_chunks(store) == {c.id: c.text for c in chunks}
     assert {c.id: c for c in store.iter_chunks(with_text=True)} == {c.id: c for c in chunks}
@@ -89,9 +89,11 @@ def test_store_round_trip(
     assert state.complete and state.note_hash == note.content_hash
 
     # Writing a note never leaves the chunks it lost beside the new ones, and kept chunks need no vector.
-    store.write_note(note.path, chunks[:1], {}, held=state.chunk_ids)
+    store.write_notes([NoteWrite(note.path, chunks[:1], {}, state.chunk_ids)])
     assert set(stored_chunks(store)) == {chunks[0].id}
-    store.write_note(note.path, chunks, {c.id: by_id[c.id] for c in chunks[1:]}, held=frozenset({chunks[0].id}))
+    store.write_notes(
+        [NoteWrite(note.path, chunks, {c.id: by_id[c.id] for c in chunks[1:]}, frozenset({chunks[0].id}))]
+    )
 
     # The only distance -> similarity conversion gives the cosine similarity numpy computes.
     query = embedder.embed_batch(["global word vectors from co-occurrence counts"])[0]

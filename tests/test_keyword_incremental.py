@@ -14,7 +14,7 @@ import pytest
 from rag.chunk import Chunk, chunk_id
 from rag.filters import SearchFilter
 from rag.keyword import KeywordCache, KeywordIndex, fingerprint, store_pairs
-from rag.store import Build, Store
+from rag.store import Build, NoteWrite, Store
 
 WORDS = (
     "cosine similarity embedding vector keyword search index chunk note model token sparse dense score rank "
@@ -65,7 +65,7 @@ class Notes:
             if c.id not in held:
                 v = np.asarray([self.rng.gauss(0, 1) for _ in range(8)], dtype=np.float32)
                 new[c.id] = v / np.linalg.norm(v)
-        self.store.write_note(source, chunks, new, held=held)
+        self.store.write_notes([NoteWrite(source, chunks, new, held)])
         self.held[source] = frozenset(c.id for c in chunks)
 
     def add(self, source: str) -> None:
