@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ from rag.chunk import Chunk, chunk_note
 from rag.embed import Embedder
 from rag.errors import RagError, SkipNote
 from rag.load import content_hash, find_notes, parse_note, read_bytes, relative_name
-from rag.store import NoteLedger, NoteState, NoteWrite, Store
+from rag.store import NoteLedger, NoteState, NoteWrite, Stamp, Store
 
 _BATCH_CHUNKS = 64
+# A file stamp is kept only for a file last modified at least this long before the sync began.
+_STAMP_SETTLE_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -106,19 +109,32 @@ def sync_folder(
     started = time.perf_counter()
     root = check_folder(root)
     budget = min(chunk_tokens, embedder.max_tokens)
-    states = ledger.states(store) if ledger is not None else store.note_states()
+    states, stamps, trusted = ledger.read(store) if ledger is not None else (store.note_states(), {}, False)
     interrupted = _read_journal(journal)
     present: set[str] = set()
     skipped: list[Skipped] = []
     warnings: list[Skipped] = []
     pending: list[_Pending] = []
     unchanged = 0
+    # Stamps of files whose indexed bytes this sync saw; a file changed within the last seconds gets none, since
+    # another write in the same clock tick could keep its size and time (git's "racy" case).
+    seen: dict[str, Stamp] = {}
+    settled = time.time_ns() - _STAMP_SETTLE_NS
     for path in find_notes(root):
         rel = relative_name(root, path)
         present.add(rel)
         state = states.get(rel)
+        known = stamps.get(rel)
+        stamp = _stamp(path)
+        if known is not None and known == stamp and rel not in interrupted and state is not None and state.complete:
+            unchanged += 1
+            seen[rel] = known
+            continue
         try:
             raw = read_bytes(path, rel, max_bytes=max_file_bytes)
+            if stamp is not None and stamp[1] < settled:
+                # Taken before the read: a write after it changes the stamp, so the next sync reads the file.
+                seen[rel] = stamp
             if rel not in interrupted and _is_current(state, content_hash(raw)):
                 unchanged += 1
                 continue
@@ -133,6 +149,7 @@ def sync_folder(
             if not chunks:
                 raise SkipNote(rel, "has no text besides its front matter; write a body or delete it")
         except SkipNote as exc:
+            seen.pop(rel, None)  # its bytes are not what the store holds: read it again next time
             kept = " (the version indexed before is kept)" if state is not None else ""
             skipped.append(Skipped(rel, exc.reason + kept))
             continue
@@ -154,8 +171,10 @@ def sync_folder(
     store.delete_notes(removed)
     if journal is not None:
         journal.unlink(missing_ok=True)
-    if ledger is not None:
-        ledger.record(store, _states_after(states, pending, removed))
+    if ledger is not None and (pending or removed or not trusted or seen != stamps):
+        after = _states_after(states, pending, removed)
+        indexed = {rel: stamp for rel, stamp in seen.items() if rel in after and after[rel].complete}
+        ledger.record(store, after, indexed)
     updated = sum(1 for p in pending if p.existed)
     return SyncReport(
         added=len(pending) - updated,
@@ -230,6 +249,15 @@ def _write_journal(journal: Path | None, sources: set[str]) -> None:
     tmp = journal.with_suffix(".tmp")
     tmp.write_text(json.dumps(sorted(sources)), encoding="utf-8")
     os.replace(tmp, journal)
+
+
+def _stamp(path: Path) -> Stamp | None:
+    """The file's size and modification time (ns), or None when it is not a regular file that can be read."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
 
 
 def _states_after(before: dict[str, NoteState], written: list[_Pending], removed: list[str]) -> dict[str, NoteState]:

@@ -130,3 +130,88 @@ def test_a_switch_cut_short_is_finished_by_the_next_sync(
     assert report.unchanged == 14
     assert names() == ["knowledge--2"]
     assert not (Path(indexed_config.db_dir) / "derived" / "knowledge").exists()
+
+
+def settle(folder: Path, seconds_ago: float = 60.0) -> None:
+    """Date every note back, as files last edited a while ago are."""
+    import os
+    import time
+
+    when = time.time_ns() - int(seconds_ago * 1e9)
+    for path in folder.rglob("*.md"):
+        os.utime(path, ns=(when, when))
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The notes whose bytes a sync read."""
+    import rag.sync
+
+    calls: list[str] = []
+    original = rag.sync.read_bytes
+
+    def counted(path, rel, *, max_bytes):  # type: ignore[no-untyped-def]
+        calls.append(rel)
+        return original(path, rel, max_bytes=max_bytes)
+
+    monkeypatch.setattr(rag.sync, "read_bytes", counted)
+    return calls
+
+
+def test_an_unchanged_sync_reads_no_note_whose_stamp_is_unchanged(
+    indexed_config: Config, embedder: SentenceTransformerEmbedder, reads: list[str]
+) -> None:
+    folder = indexed_config.knowledge_dir
+    settle(folder)
+    kb = KnowledgeBase(indexed_config, embedder=embedder)
+    kb.sync()
+    reads.clear()
+    assert KnowledgeBase(indexed_config, embedder=embedder).sync().unchanged == 14
+    assert reads == []
+
+    # Same size, new bytes, a new time: read and re-indexed.
+    note = folder / "glove.md"
+    text = note.read_text()
+    note.write_text(text.replace("GloVe", "Glove", 1))
+    report = kb.sync()
+    assert reads == ["glove.md"] and report.updated == 1
+
+
+def test_a_note_changed_moments_before_a_sync_is_read_again_even_with_its_old_stamp(
+    indexed_config: Config, embedder: SentenceTransformerEmbedder, reads: list[str]
+) -> None:
+    import os
+
+    folder = indexed_config.knowledge_dir
+    settle(folder)
+    kb = KnowledgeBase(indexed_config, embedder=embedder)
+    kb.sync()
+    note = folder / "glove.md"
+    note.write_text(note.read_text() + "\nA fresh line.\n")
+    fresh = os.stat(note)
+    assert kb.sync().updated == 1  # changed within the last seconds: its stamp is not kept
+    # A second write in the same clock tick, same size: the stamp cannot tell, so the file must be read.
+    note.write_text(note.read_text().replace("A fresh line.", "A fresh LINE."))
+    os.utime(note, ns=(fresh.st_atime_ns, fresh.st_mtime_ns))
+    reads.clear()
+    report = kb.sync()
+    assert "glove.md" in reads and report.updated == 1
+    hits = kb.search("A fresh LINE", k=3, mode="bm25").hits
+    assert any("LINE" in h.chunk.text for h in hits)
+
+
+def test_a_skipped_note_is_read_and_reported_at_every_sync(
+    indexed_config: Config, embedder: SentenceTransformerEmbedder, reads: list[str]
+) -> None:
+    folder = indexed_config.knowledge_dir
+    # A new note with nothing but front matter, and an indexed note emptied the same way (its old version stays).
+    (folder / "empty.md").write_text("---\ntitle: Empty\n---\n")
+    (folder / "glove.md").write_text("---\ntitle: GloVe\n---\n")
+    settle(folder)
+    kb = KnowledgeBase(indexed_config, embedder=embedder)
+    assert sorted(s.path for s in kb.sync().skipped) == ["empty.md", "glove.md"]
+    reads.clear()
+    report = kb.sync()
+    assert sorted(s.path for s in report.skipped) == ["empty.md", "glove.md"]
+    assert sorted(reads) == ["empty.md", "glove.md"]
+    assert "glove.md" in states_by_scan(indexed_config)
