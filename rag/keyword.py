@@ -301,6 +301,18 @@ class KeywordIndex:
         values = self.vectors[[n for _, n in wanted]] @ np.asarray(vector, dtype=np.float32)
         return {chunk_id: float(v) for (chunk_id, _), v in zip(wanted, values, strict=True) if not np.isnan(v)}
 
+    def nearest(self, vector: np.ndarray, rows: np.ndarray, k: int) -> dict[str, float]:
+        """The `k` chunks of `rows` most similar to `vector`, best first, each with its exact cosine similarity,
+        from the vector copy (rows whose vector the copy lacks are left out)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if k <= 0 or not len(rows):
+            return {}
+        values = self.vectors[rows] @ np.asarray(vector, dtype=np.float32)
+        values = np.where(np.isnan(values), -np.inf, values)
+        best = np.argsort(-values, kind="stable")[:k] if len(values) <= k else np.argpartition(-values, k - 1)[:k]
+        best = best[np.argsort(-values[best], kind="stable")]
+        return {self.ids[int(rows[n])]: float(values[n]) for n in best if np.isfinite(values[n])}
+
     def _source_rows(self) -> dict[str, tuple[int, int]]:
         """Note path -> its rows `start, end` (rows are in chunk id order, and a chunk id is `path#digest`, so one
         note's chunks are one run of rows); worked out once per index."""

@@ -36,6 +36,10 @@ CANDIDATES = 20
 # Weight of the dense side in the fused score; the keyword side gets the rest (best of 0.0-1.0 on the same run;
 # reciprocal rank fusion scored 0.7323).
 DENSE_WEIGHT = 0.6
+# A filter that keeps at most this many chunks ranks them exactly from the keyword index's vector copy instead of
+# asking Chroma: its `where`-filtered HNSW search took 49-73 ms at 100k chunks (bench/scale.py), a matrix product
+# over 20,000 rows about 3 ms.
+EXACT_FILTER_ROWS = 20_000
 # Rerank mode: how many of the best hybrid candidates the cross-encoder reads, and the weight of its min-max scaled
 # score against the min-max scaled hybrid score (1.0 replaces the hybrid order). On 100 SciFact train queries
 # (`bench/tune_rerank.py`, bench/results-rerank-train.json; hybrid 0.711) nDCG@10 was best at 20 candidates
@@ -224,7 +228,7 @@ def search(
         scope = _Scope(resolved.where, resolved.rows)
     vector = embed_query(embedder, text)
     if mode == "dense":
-        ranked = _dense(store, vector, k, scope)
+        ranked = _dense(store, vector, k, scope, keyword)
     elif mode == "rerank":
         assert keyword is not None and reranker is not None
         ranked = _rerank(
@@ -303,10 +307,28 @@ class _Scope:
     rows: np.ndarray | None = None
 
 
-def _dense(store: Store, vector: np.ndarray, k: int, scope: _Scope = _Scope()) -> _Ranking:
+def _dense(
+    store: Store, vector: np.ndarray, k: int, scope: _Scope = _Scope(), keyword: KeywordIndex | None = None
+) -> _Ranking:
+    exact = _exact_nearest(keyword, vector, k, scope)
+    if exact is not None:
+        return _Ranking(exact, dict(exact))
     found = store.query(vector, k=k, where=scope.where)
     similarity = {chunk.id: score for chunk, score in found}
     return _Ranking(similarity, dict(similarity), fetched={chunk.id: chunk for chunk, _ in found})
+
+
+def _nearest(store: Store, keyword: KeywordIndex | None, vector: np.ndarray, k: int, scope: _Scope) -> dict[str, float]:
+    """The `k` nearest chunks within `scope` and their cosine similarities, best first."""
+    exact = _exact_nearest(keyword, vector, k, scope)
+    return exact if exact is not None else store.nearest(vector, k=k, where=scope.where)
+
+
+def _exact_nearest(keyword: KeywordIndex | None, vector: np.ndarray, k: int, scope: _Scope) -> dict[str, float] | None:
+    """For a filter that keeps few chunks, their exact nearest from the vector copy; else None (ask Chroma)."""
+    if keyword is None or scope.rows is None or len(scope.rows) > EXACT_FILTER_ROWS:
+        return None
+    return keyword.nearest(vector, scope.rows, k)
 
 
 def _bm25(
@@ -321,7 +343,7 @@ def _hybrid(
     store: Store, keyword: KeywordIndex, vector: np.ndarray, text: str, k: int, scope: _Scope = _Scope()
 ) -> _Ranking:
     depth = max(k, CANDIDATES)
-    similarity = store.nearest(vector, k=depth, where=scope.where)
+    similarity = _nearest(store, keyword, vector, depth, scope)
     scores = keyword.scores(text, top=depth, among=similarity, allowed=scope.rows)
     lexical = dict(_top(scores, depth))
     similarity.update(_similarities(store, keyword, vector, [i for i in lexical if i not in similarity]))

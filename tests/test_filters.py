@@ -63,6 +63,25 @@ def test_a_filtered_search_returns_k_hits_from_matching_notes_only(kb: Knowledge
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("only", [SearchFilter.of("nlp", None), SearchFilter.of(None, ["g*", "c*"])])
+def test_a_small_filter_ranks_exactly_what_chromas_filtered_search_ranks(
+    kb: KnowledgeBase, only: SearchFilter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag import retrieve
+
+    exact = kb.search(QUESTION, k=6, mode="hybrid", only=only)
+    monkeypatch.setattr(retrieve, "EXACT_FILTER_ROWS", -1)  # every filter through Chroma's `where`
+    through_chroma = kb.search(QUESTION, k=6, mode="hybrid", only=only)
+    assert [h.chunk.id for h in exact.hits] == [h.chunk.id for h in through_chroma.hits]
+    assert [h.score for h in exact.hits] == pytest.approx([h.score for h in through_chroma.hits], abs=1e-5)
+    dense = kb.search(QUESTION, k=6, mode="dense", only=only)
+    monkeypatch.undo()
+    assert [h.chunk.id for h in kb.search(QUESTION, k=6, mode="dense", only=only).hits] == [
+        h.chunk.id for h in dense.hits
+    ]
+
+
+@pytest.mark.slow
 def test_a_filter_nothing_matches_says_so(kb: KnowledgeBase) -> None:
     result = kb.search(QUESTION, only=SearchFilter(tags=("no-such-tag",)))
     assert result.hits == [] and not result.confident
