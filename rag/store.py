@@ -480,7 +480,9 @@ class NoteLedger:
     store's, and the revision changes before any write (`Store.checkpoint`), so a write by another process, or one
     cut short by a crash, makes it stale and the store is read instead (with no stamps: every file is read). Only a
     sync, which holds the store's sync lock, records it; readers use it or read the store, and never save what
-    they read.
+    they read. That lock is per machine: the processes that write one store (the chat, a kernel, the CLI) share a
+    knowledge folder there, and so this file. Two machines syncing two folders into one Chroma server are not
+    supported anyway, since each sync removes the notes its own folder lacks.
     """
 
     FORMAT = 2
