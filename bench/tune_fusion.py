@@ -5,6 +5,8 @@ candidates once, through the library's store and keyword index, then scores each
 the dense weight of `rag.retrieve.fuse`, the candidate depth per side, and reciprocal rank fusion for comparison.
 
     python bench/tune_fusion.py --data ../shared/eval/scifact --split train --workdir /tmp/idx
+    python bench/tune_fusion.py --data ../shared/eval/scifact --split train --workdir /tmp/idx \
+        --db db-bge-small-128-16 --model bge-small-en-v1.5
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bench.beir import load_beir, note_name  # noqa: E402
 from rag.config import Config  # noqa: E402
+from rag.embed import embed_query  # noqa: E402
 from rag.knowledge import KnowledgeBase  # noqa: E402
 from rag.retrieve import fuse  # noqa: E402
 
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train")
     parser.add_argument("--workdir", type=Path, required=True, help="the --workdir of a bench/retrieval.py run")
     parser.add_argument("--db", default="db-fp32-200-32", help="index folder inside the workdir")
+    parser.add_argument("--model", default=Config.model, help="the model that index was built with")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
 
@@ -68,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     judged = {q: docs for q, docs in beir.qrels.items() if set(docs) <= held}
     beir = dataclasses.replace(beir, qrels=judged, queries={q: beir.queries[q] for q in judged})
     print(f"{len(judged)} {args.split} queries have all their judged documents in the index", file=sys.stderr)
-    kb = KnowledgeBase(Config(knowledge_dir=args.workdir / "knowledge", db_dir=args.workdir / args.db))
+    config = Config(knowledge_dir=args.workdir / "knowledge", db_dir=args.workdir / args.db, model=args.model)
+    kb = KnowledgeBase(config)
     keyword = kb.keyword_index()
     gathered = {}
     for n, (qid, text) in enumerate(beir.queries.items()):
-        vector = kb.embedder.embed_batch([text])[0]
+        vector = embed_query(kb.embedder, text)  # as the product embeds a question (bge-small adds its prefix)
         dense = kb.store.nearest(vector, k=max(DEPTHS))
         lexical = keyword.scores(text)
         gathered[qid] = (dense, lexical, vector)
