@@ -17,7 +17,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -188,24 +188,25 @@ class Store:
         `Store.active` opens, even if the process dies before the old ones are dropped (the next call drops them).
         """
         if not self.ready:
-            self.collection.modify(metadata={**(self.collection.metadata or {}), "state": _READY})
-        dropped = [g.name for g in _generations(self.client, self.index, self.location) if g.name != self.name]
-        for other in dropped:
-            self.client.delete_collection(other)
-        return dropped
+            self._set_metadata("state", _READY)
+        return self._drop(lambda g: g.name != self.name)
 
     def drop_superseded(self) -> list[str]:
         """Drop the ready generations older than this one, left behind when a switch was cut short between its
         metadata write and the drops (`activate`); a rebuild in progress is kept. Returns the names dropped."""
         number = int((self.collection.metadata or {}).get("generation", 1))
-        dropped = [
-            g.name
-            for g in _generations(self.client, self.index, self.location)
-            if g.ready and g.name != self.name and g.number < number
-        ]
+        return self._drop(lambda g: g.ready and g.name != self.name and g.number < number)
+
+    def _drop(self, doomed: Callable[[_Generation], bool]) -> list[str]:
+        """Delete the generations of this index that `doomed` picks; returns their names."""
+        dropped = [g.name for g in _generations(self.client, self.index, self.location) if doomed(g)]
         for other in dropped:
             self.client.delete_collection(other)
         return dropped
+
+    def _set_metadata(self, key: str, value: Any) -> None:
+        """One key of this generation's collection metadata, the others kept (Chroma replaces the whole mapping)."""
+        self.collection.modify(metadata={**(self.collection.metadata or {}), key: value})
 
     def revision(self, *, fresh: bool = False) -> str | None:
         """The token naming this generation's chunks as they are: it changes before any write through `Store`, so
@@ -234,7 +235,7 @@ class Store:
 
     def _revise(self) -> str:
         token = uuid.uuid4().hex
-        self.collection.modify(metadata={**(self.collection.metadata or {}), _REVISION: token})
+        self._set_metadata(_REVISION, token)
         return token
 
     def unreachable(self, ids: Sequence[str], *, batch: int = 200) -> list[str]:
