@@ -158,13 +158,19 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_an_unchanged_sync_reads_no_note_whose_stamp_is_unchanged(
-    indexed_config: Config, embedder: SentenceTransformerEmbedder, reads: list[str]
-) -> None:
-    folder = indexed_config.knowledge_dir
-    settle(folder)
+@pytest.fixture
+def settled_kb(indexed_config: Config, embedder: SentenceTransformerEmbedder) -> KnowledgeBase:
+    """The starter notes, last edited a minute ago, synced once, so the ledger holds every file's stamp."""
+    settle(indexed_config.knowledge_dir)
     kb = KnowledgeBase(indexed_config, embedder=embedder)
     kb.sync()
+    return kb
+
+
+def test_an_unchanged_sync_reads_no_note_whose_stamp_is_unchanged(
+    indexed_config: Config, embedder: SentenceTransformerEmbedder, settled_kb: KnowledgeBase, reads: list[str]
+) -> None:
+    folder, kb = indexed_config.knowledge_dir, settled_kb
     reads.clear()
     assert KnowledgeBase(indexed_config, embedder=embedder).sync().unchanged == 14
     assert reads == []
@@ -178,15 +184,12 @@ def test_an_unchanged_sync_reads_no_note_whose_stamp_is_unchanged(
 
 
 def test_a_note_changed_moments_before_a_sync_is_read_again_even_with_its_old_stamp(
-    indexed_config: Config, embedder: SentenceTransformerEmbedder, reads: list[str]
+    indexed_config: Config, settled_kb: KnowledgeBase, reads: list[str]
 ) -> None:
     import os
 
-    folder = indexed_config.knowledge_dir
-    settle(folder)
-    kb = KnowledgeBase(indexed_config, embedder=embedder)
-    kb.sync()
-    note = folder / "glove.md"
+    kb = settled_kb
+    note = indexed_config.knowledge_dir / "glove.md"
     note.write_text(note.read_text() + "\nA fresh line.\n")
     fresh = os.stat(note)
     assert kb.sync().updated == 1  # changed within the last seconds: its stamp is not kept
