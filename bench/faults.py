@@ -82,6 +82,8 @@ class Trial:
     hnsw_misses: list[str] = field(default_factory=list)
     kind: str = "sync"
     chunk_tokens: int = 0
+    # Killed as soon as the first batch of notes was written (`kill_after_first_batch`), not at a random moment.
+    aimed: bool = False
     # Generations of the index left once the run after the kill finished (one when all is well).
     generations_left: int = 1
     # Lowest cosine between a stored vector and the clean build's vector of the same chunk id.
@@ -143,6 +145,7 @@ class Report:
             summary[kind] = {
                 "trials": len(trials),
                 "killed_mid_write": sum(1 for t in trials if t.phase == "mid-write"),
+                "aimed": sum(1 for t in trials if t.aimed),
                 "survived": sum(1 for t in trials if not t.problems),
                 "trials_with_unreachable": sum(1 for t in trials if t.unreachable),
                 "unreachable_chunks": sum(t.unreachable for t in trials),
@@ -451,6 +454,36 @@ def kill(child: Any) -> None:
     wait(child)
 
 
+def journal_stamps(db: Path) -> dict[Path, tuple[int, int]]:
+    """Inode and modification time of every generation's sync journal under the local `db` folder."""
+    stamps = {}
+    for path in db.glob("derived/*/sync-journal.json"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        stamps[path] = (stat.st_ino, stat.st_mtime_ns)
+    return stamps
+
+
+def wait_for_first_batch(child: Any, db: Path, *, poll: float = 0.005) -> None:
+    """Return as soon as `child`'s sync has written its first batch of notes, or when it exits.
+
+    A sync names each batch in its journal just before embedding and writing it, and replaces the journal for the
+    next batch (or the deletions) or removes it once every note is written. So the first journal that differs from
+    the ones there at the start marks the first batch begun, and its next change marks that batch written.
+    """
+    before = journal_stamps(db)
+    first: tuple[Path, tuple[int, int]] | None = None
+    while running(child):
+        now = journal_stamps(db)
+        if first is None:
+            first = next(((p, s) for p, s in now.items() if before.get(p) != s), None)
+        elif now.get(first[0]) != first[1]:
+            return
+        time.sleep(poll)
+
+
 class CleanVectors:
     """The vector a clean build gives each chunk id, from the real CLI indexing fresh stores.
 
@@ -707,12 +740,16 @@ def run_trials(
     change: float = 0.5,
     rebuilds: float = 0.5,
     chunk_sizes: tuple[int, int] = (128, 96),
+    aim: float = 0.0,
     echo: Any = None,
 ) -> Report:
     """Kill `trials` syncs and rebuilds at random moments; after each, index again and compare with a clean build.
 
     Each trial first rewrites a random share of the notes, at most `change`, so the killed run has work to do.
     A share `rebuilds` of the trials (evenly spread) flips the chunk size between the two `chunk_sizes`.
+    A share `aim` of each kind's trials (evenly spread) is killed right after the first batch of notes is written
+    instead of at a random moment: with small folders a random moment mostly falls before any write, since the
+    start-up takes longer than embedding and writing a few dozen chunks.
     """
     started = time.perf_counter()
     say = echo or (lambda *_: None)
@@ -731,6 +768,7 @@ def run_trials(
         "store": url or "embedded",
         "children": "fresh interpreters" if spawn else "forkserver",
         "vector_tolerance": VECTOR_TOLERANCE,
+        "aim": aim,
     }
 
     # Calibrate: a full build gives the time per chunk (and, into an empty store, clean vectors), a no-op sync the
@@ -775,6 +813,8 @@ def run_trials(
         spent_before = Counter(runner.spent)
         number = len(report.trials) + 1
         kind = "rebuild" if int(number * rebuilds) > int((number - 1) * rebuilds) else "sync"
+        of_kind = 1 + sum(1 for t in report.trials if t.kind == kind)
+        aimed = int(of_kind * aim) > int((of_kind - 1) * aim)
         folder.change(most=change)
         before = run.state
         tokens = run.tokens
@@ -789,6 +829,9 @@ def run_trials(
         kill_after = rng.uniform(0.3 * startup, 1.1 * estimate * scale[kind])
         child = runner.start_index(folder.path, env=run.env(tokens))
         began = time.perf_counter()
+        if aimed:
+            wait_for_first_batch(child, runner.db)
+            kill_after = time.perf_counter() - began
         while running(child) and time.perf_counter() - began < kill_after:
             time.sleep(0.02)
         runner.spent["killed index"] += time.perf_counter() - began
@@ -797,15 +840,17 @@ def run_trials(
             took = time.perf_counter() - began
             if code != 0:
                 raise RuntimeError(f"an uncut index exited with {code}; end of {runner.log}:\n{log_tail(runner.log)}")
-            # The machine got faster than calibrated: aim the next kills earlier.
-            scale[kind] = max(0.05, scale[kind] * 0.5 + 0.5 * took / max(estimate, 0.1))
+            if not aimed:
+                # The machine got faster than calibrated: aim the next kills earlier.
+                scale[kind] = max(0.05, scale[kind] * 0.5 + 0.5 * took / max(estimate, 0.1))
             run.tokens = tokens
             report.missed += 1
             report.missed_unreachable += run.settle(None, expected)
-            say(f"  {kind} finished after {took:.2f} s, before the kill at {kill_after:.2f} s; not counted")
+            when = "its first batch was seen written" if aimed else f"the kill at {kill_after:.2f} s"
+            say(f"  {kind} finished after {took:.2f} s, before {when}; not counted")
             continue
         kill(child)
-        trial = Trial(number, round(kill_after, 3), len(pending), 0, "", kind=kind, chunk_tokens=tokens)
+        trial = Trial(number, round(kill_after, 3), len(pending), 0, "", kind=kind, chunk_tokens=tokens, aimed=aimed)
         if kind == "rebuild":
             after_kill = runner.dump()
             if after_kill.get("build") == before.get("build"):
@@ -835,7 +880,8 @@ def run_trials(
         verdict = "ok" if not trial.problems else "FAILED: " + "; ".join(trial.problems)
         reach = f", {trial.unreachable} unreachable (repair: {trial.repaired})" if trial.unreachable else ""
         say(
-            f"trial {trial.number:3d} {kind:7s} {tokens:3d} tokens: SIGKILL at {kill_after:5.2f} s, "
+            f"trial {trial.number:3d} {kind:7s} {tokens:3d} tokens: SIGKILL at {kill_after:5.2f} s"
+            f"{' (aimed)' if aimed else ''}, "
             f"{trial.written_before_kill:3d}/{len(pending):3d} notes written ({trial.phase}); after the next index "
             f"{verdict}{reach} ({trial.seconds:.0f} s)"
         )
@@ -863,6 +909,9 @@ def print_report(report: Report) -> None:
         f"trials where HNSW search missed a stored chunk: {report.hnsw_missed}/{len(report.trials)}"
     )
     print("kill landed: " + ", ".join(f"{k} {v}" for k, v in sorted(report.phases().items())))
+    aimed = Counter(t.phase for t in report.trials if t.aimed)
+    if aimed:
+        print("of which aimed right after the first batch: " + ", ".join(f"{k} {v}" for k, v in sorted(aimed.items())))
     print()
     widths = (8, 6, 16, 8, 17, 13)
 
@@ -918,6 +967,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("A", "B"),
         help="the rebuilds flip between these",
     )
+    parser.add_argument(
+        "--aim",
+        type=float,
+        default=0.25,
+        help="share of each kind's trials killed right after their first batch of notes is written (0.25)",
+    )
     parser.add_argument("--chroma-url", help="crash syncs against this Chroma server instead of an embedded store")
     parser.add_argument("--spawn", action="store_true", help="a fresh `python -m rag index` interpreter per run")
     parser.add_argument("--workdir", type=Path, help="keep the folder, store and logs here (default: a temp dir)")
@@ -941,6 +996,7 @@ def main(argv: list[str] | None = None) -> int:
             change=args.change,
             rebuilds=args.rebuilds,
             chunk_sizes=tuple(args.chunk_sizes),
+            aim=args.aim,
             echo=print,
         )
     print_report(report)

@@ -56,9 +56,12 @@ def assert_survived(report, trials: int, *, old_generation_checked: bool = True)
 
 @pytest.mark.slow
 def test_sigkills_during_syncs_and_rebuilds_leave_an_index_equal_to_a_clean_build(tmp_path: Path) -> None:
-    report = run_trials(8, notes=50, seed=6, work=tmp_path, change=0.5)
+    report = run_trials(8, notes=50, seed=6, work=tmp_path, change=0.5, aim=0.5)
     assert_survived(report, 8)
-    # The kills must land inside the writes at least sometimes, or this proves nothing.
+    # The kills must land inside the writes at least sometimes, or this proves nothing. Half the trials of each kind
+    # are aimed there (right after the first batch is written), since random moments mostly fall in the start-up.
+    aimed = [t.phase for t in report.trials if t.aimed]
+    assert len(aimed) == 4 and "before any write" not in aimed, aimed
     assert report.phases().get("mid-write", 0) + report.phases().get("after all writes", 0) >= 1, report.phases()
 
 
