@@ -90,13 +90,12 @@ class SearchFilter:
         sources = [s for s in keyword.sources() if self.matches_path(s)]
         where = self.where(sources)
         if where is None:
-            resolved = Resolved(None, np.zeros(0, dtype=np.int64))
+            rows = np.zeros(0, dtype=np.int64)
         elif self.tags:
-            resolved = Resolved(where, keyword.rows(store.matching_ids(where)))
+            rows = keyword.rows(store.matching_ids(where))
         else:
-            resolved = Resolved(where, keyword.source_rows(sources))
-        if len(resolved.rows if resolved.rows is not None else ()) == 0:
-            resolved = Resolved(None, resolved.rows)
+            rows = keyword.source_rows(sources)
+        resolved = Resolved(where if len(rows) else None, rows)
         if len(keyword.resolved_filters) >= _REMEMBERED:
             keyword.resolved_filters.clear()
         keyword.resolved_filters[self] = resolved
