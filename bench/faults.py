@@ -456,8 +456,10 @@ def kill(child: Any) -> None:
 
 def journal_stamps(db: Path) -> dict[Path, tuple[int, int]]:
     """Inode and modification time of every generation's sync journal under the local `db` folder."""
+    from rag.knowledge import SYNC_JOURNAL
+
     stamps = {}
-    for path in db.glob("derived/*/sync-journal.json"):
+    for path in db.glob(f"derived/*/{SYNC_JOURNAL}"):
         try:
             stat = path.stat()
         except FileNotFoundError:

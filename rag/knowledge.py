@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from rag.filters import SearchFilter
     from rag.rerank import Reranker
 
+# The file in a generation's derived folder that names the notes a sync is writing (see `rag.sync.sync_folder`).
+SYNC_JOURNAL = "sync-journal.json"
+
 
 @dataclass(frozen=True)
 class Rebuild:
@@ -254,7 +257,7 @@ class KnowledgeBase:
                 overlap_tokens=self.config.overlap_tokens,
                 max_file_bytes=self.config.max_file_bytes,
                 progress=progress,
-                journal=self.derived_dir(target) / "sync-journal.json",
+                journal=self.derived_dir(target) / SYNC_JOURNAL,
                 ledger=self._ledger(target),
             )
             if not target.ready:

@@ -15,7 +15,7 @@ from bench._process import child_env, start, wait_for
 from rag.chunk import chunking_id
 from rag.config import Config
 from rag.embed import SentenceTransformerEmbedder
-from rag.knowledge import KnowledgeBase
+from rag.knowledge import SYNC_JOURNAL, KnowledgeBase
 from rag.store import Store
 
 from .conftest import ROOT
@@ -198,7 +198,7 @@ def test_a_journal_left_by_a_killed_sync_makes_the_next_rewrite_its_notes(
 ) -> None:
     counting = CountingEmbedder(embedder)
     kb = KnowledgeBase(indexed_config, embedder=counting)
-    journal = kb.cache_dir / "sync-journal.json"
+    journal = kb.cache_dir / SYNC_JOURNAL
     journal.parent.mkdir(parents=True, exist_ok=True)
     journal.write_text('["glove.md", "gone.md"]')
     before = snapshot(kb.store)
