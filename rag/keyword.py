@@ -81,11 +81,6 @@ class TokenRows:
     def empty(cls) -> TokenRows:
         return cls([], np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64))
 
-    @classmethod
-    def of(cls, tokens: list[list[str]]) -> TokenRows:
-        """Rows of token strings as ids into a vocabulary in first-seen order."""
-        return cls.empty().extended(tokens)
-
     def extended(self, tokens: list[list[str]]) -> TokenRows:
         """These rows followed by `tokens`; new tokens join the end of the vocabulary."""
         if not tokens:
